@@ -1,0 +1,20 @@
+"""ppl_dgm: probabilistic programming with deep generative models, on Pyro."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ppl_dgm import datasets, models
+from ppl_dgm.core import DATA, Capabilities, GenerativeModel, X, Z, data_plate
+from ppl_dgm.evaluation import LogLikelihood, bits_per_dim, log_likelihood
+from ppl_dgm.infer import FitResult, NonFiniteLossError, fit
+from ppl_dgm.io import load, save
+from ppl_dgm.models import register_model
+
+try:
+    __version__ = version("ppl_dgm")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DATA", "X", "Z", "Capabilities", "FitResult", "GenerativeModel", "LogLikelihood", "NonFiniteLossError",
+    "bits_per_dim", "data_plate", "datasets", "fit", "load", "log_likelihood", "models", "register_model", "save",
+]

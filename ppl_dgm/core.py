@@ -1,0 +1,133 @@
+"""The core abstraction: a generative model is a Pyro model/guide pair."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+
+# Models never share parameters by name through Pyro's global param store.
+pyro.settings.set(module_local_params=True)
+
+DATA = "data"
+"""Name of the plate over examples; every observed example lives inside it."""
+X = "x"
+"""Name of the observed sample site."""
+Z = "z"
+"""Conventional name of the main latent sample site."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can be asked; evaluation reads this instead of ``isinstance`` checks.
+
+    Attributes:
+        likelihood: ``"exact"`` when :meth:`GenerativeModel.log_prob` is the exact
+            marginal, ``"bound"`` when only a variational bound / importance-weighted
+            estimate exists, ``"none"`` when the model defines no normalized density.
+        data: ``"discrete"`` when the model puts probability mass on integer values,
+            ``"continuous"`` when it is a density (scored on integer data through the
+            dequantization bound).
+        discrete_latents: the model has discrete latent variables.
+        sequential: examples are sequences of shape ``(T, D)``.
+        conditional: the model takes context (e.g. labels) besides ``x``.
+    """
+
+    likelihood: Literal["exact", "bound", "none"]
+    data: Literal["discrete", "continuous"] = "continuous"
+    discrete_latents: bool = False
+    sequential: bool = False
+    conditional: bool = False
+
+
+def data_plate(x: torch.Tensor | None, n: int | None) -> pyro.plate:
+    """The plate over examples: size ``len(x)`` when observing, else ``n`` draws."""
+    if x is None and n is None:
+        raise ValueError("pass data x or the number of examples n to draw")
+    return pyro.plate(DATA, x.shape[0] if x is not None else n)
+
+
+class GenerativeModel(PyroModule):
+    """Base class of every model: write :meth:`model` (and :meth:`guide` if latent).
+
+    The constructor arguments of a subclass are recorded automatically, so that
+    :func:`ppl_dgm.save` / :func:`ppl_dgm.load` can rebuild it; keep them JSON-friendly.
+
+    Conventions: ``model(x=None, n=None, **ctx)`` observes ``x`` (shape
+    ``(N, *event_shape)``) at site ``"x"`` inside ``pyro.plate("data", N)``; called with
+    ``x=None`` it draws ``n`` examples. ``guide`` takes the same arguments.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(likelihood="bound")
+    event_shape: tuple[int, ...] = ()
+    registry_name: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        self = super().__new__(cls)
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(arguments)))  # self
+        object.__setattr__(self, "_config", arguments)
+        return self
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "model", None)):
+            raise TypeError(f"{cls.__name__} must define model(self, x=None, n=None, **ctx)")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments this instance was built with."""
+        return dict(self._config)
+
+    def guide(self, x: torch.Tensor | None = None, n: int | None = None, **ctx: Any) -> None:
+        """Variational family; empty by default (no latent variables)."""
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` can be scored by this model.
+
+        The default checks the shape against :attr:`event_shape` (when set) and
+        finiteness; subclasses add support checks for their likelihood.
+        """
+        from ppl_dgm.validation import check_tensor
+
+        check_tensor(x, "x", event_shape=self.event_shape or None)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter (CPU for a model without parameters)."""
+        return next((p.device for p in self.parameters()), torch.device("cpu"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the first parameter (float32 without parameters)."""
+        return next((p.dtype for p in self.parameters()), torch.float32)
+
+    @torch.no_grad()
+    def sample(self, n: int, **ctx: Any) -> torch.Tensor:
+        """Draw ``n`` examples from the model; shape ``(n, *event_shape)``, float dtype."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        trace = poutine.trace(self.model).get_trace(None, n=n, **ctx)
+        return trace.nodes[X]["value"].to(self.dtype)
+
+    def log_prob(self, x: torch.Tensor, **ctx: Any) -> torch.Tensor:
+        """Exact log-likelihood per example in nats, shape ``(N,)``.
+
+        The default works for models whose only sample site is the observed one;
+        models with latent variables summed out exactly override it.
+        """
+        if self.capabilities.likelihood != "exact":
+            raise ValueError(
+                f"{type(self).__name__} has no exact log_prob (likelihood="
+                f"{self.capabilities.likelihood!r}); use ppl_dgm.log_likelihood"
+            )
+        from ppl_dgm.evaluation.traces import log_importance_weights
+
+        return log_importance_weights(self, x, num_particles=1, context=ctx).local[0]

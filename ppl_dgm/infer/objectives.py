@@ -1,0 +1,129 @@
+"""Training objectives: ELBO, importance-weighted / Renyi bounds, and any Pyro ELBO."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import pyro.infer
+import torch
+from pyro.poutine.messenger import Messenger
+
+from ppl_dgm.core import DATA, X
+from ppl_dgm.evaluation.traces import log_importance_weights
+
+Batch = Mapping[str, torch.Tensor]
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A loss to minimise: ``loss(model, batch, dataset_size)`` estimates the negative bound
+    on the log-likelihood of the whole data set (nats), from a minibatch ``batch``
+    (``batch["x"]`` has shape ``(B, ...)``; other keys are passed to model and guide)."""
+
+    def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor: ...
+
+
+def _context(batch: Batch) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != X}
+
+
+def _require_reparameterized(names: tuple[str, ...]) -> None:
+    if names:
+        raise ValueError(
+            f"guide sites {', '.join(names)} have no reparameterized sampler; pass "
+            "objective=pyro.infer.TraceGraph_ELBO() or pyro.infer.TraceEnum_ELBO() instead"
+        )
+
+
+class ELBO:
+    """Evidence lower bound from reparameterized guide samples (Trace_ELBO's estimator).
+
+    Args:
+        num_particles: guide samples per example averaged in each estimate.
+    """
+
+    def __init__(self, num_particles: int = 1) -> None:
+        if not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        self.num_particles = num_particles
+
+    def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
+        x = batch[X]
+        weights = log_importance_weights(model, x, self.num_particles, _context(batch))
+        _require_reparameterized(weights.not_reparameterized)
+        return -(dataset_size / x.shape[0] * weights.local.mean(0).sum() + weights.global_)
+
+
+class RenyiELBO:
+    """Renyi variational bound (Li & Turner, 2016); ``alpha=0`` is the IWAE bound (Burda et al., 2016).
+
+    Per example: ``1/(1-alpha) * log mean_k exp((1-alpha) * log w_k)`` over ``num_particles``
+    guide samples; every latent must be local to plate ``"data"``.
+    """
+
+    def __init__(self, alpha: float = 0.0, num_particles: int = 5) -> None:
+        if not isinstance(num_particles, int) or num_particles < 2:
+            raise ValueError(f"num_particles must be an integer >= 2, got {num_particles!r}")
+        if not math.isfinite(alpha) or alpha < 0 or alpha == 1:
+            raise ValueError(f"alpha must be >= 0 and != 1 (alpha=1 is the ELBO), got {alpha!r}")
+        self.alpha, self.num_particles = float(alpha), num_particles
+
+    def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
+        x = batch[X]
+        weights = log_importance_weights(model, x, self.num_particles, _context(batch))
+        _require_reparameterized(weights.not_reparameterized)
+        if weights.global_latents:
+            raise ValueError(
+                f"the Renyi/IWAE bound needs latents local to plate {DATA!r}; "
+                f"global latents: {', '.join(weights.global_latents)}"
+            )
+        one_minus_alpha = 1.0 - self.alpha
+        scaled = one_minus_alpha * weights.local
+        bound = (torch.logsumexp(scaled, 0) - math.log(self.num_particles)) / one_minus_alpha
+        return -(dataset_size / x.shape[0] * bound.sum() + weights.global_)
+
+
+class _ScaleDataPlate(Messenger):
+    """Multiply the log-density of every site inside plate ``"data"`` by ``factor``."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg: dict) -> None:
+        if any(frame.name == DATA for frame in msg["cond_indep_stack"]):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+class PyroObjective:
+    """Any ``pyro.infer.ELBO`` (e.g. ``TraceEnum_ELBO`` for enumerated discrete latents),
+    with minibatch scaling applied to the sites inside plate ``"data"``."""
+
+    def __init__(self, elbo: pyro.infer.ELBO) -> None:
+        self.elbo = elbo
+
+    def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
+        scale = _ScaleDataPlate(dataset_size / batch[X].shape[0])
+        return self.elbo.differentiable_loss(scale(model.model), scale(model.guide), batch[X], **_context(batch))
+
+
+def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,
+                   alpha: float = 0.5) -> Objective:
+    """Resolve ``"elbo"``, ``"iwae"``, ``"renyi"``, a Pyro ELBO or an :class:`Objective`.
+
+    ``num_particles`` defaults to 1 for the ELBO and 5 for the importance-weighted bounds;
+    ``alpha`` is used by ``"renyi"`` only.
+    """
+    if isinstance(objective, pyro.infer.ELBO):
+        return PyroObjective(objective)
+    if isinstance(objective, Objective):
+        return objective
+    if objective == "elbo":
+        return ELBO(num_particles or 1)
+    if objective == "iwae":
+        return RenyiELBO(0.0, num_particles or 5)
+    if objective == "renyi":
+        return RenyiELBO(alpha, num_particles or 5)
+    raise ValueError(f"objective must be 'elbo', 'iwae', 'renyi', a pyro.infer.ELBO or an Objective; got {objective!r}")

@@ -1,0 +1,230 @@
+"""Stochastic variational inference over minibatches with early stopping."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from ppl_dgm.core import GenerativeModel, X
+from ppl_dgm.infer.objectives import Objective, make_objective
+from ppl_dgm.validation import prepare_data
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss or gradient is NaN/inf; the model keeps its last good parameters."""
+
+
+@dataclass
+class FitResult:
+    """What a fit did. Losses are negative bounds in nats per example.
+
+    Attributes:
+        train_loss: mean training loss of each epoch.
+        val_loss: validation loss after each epoch (empty without validation data).
+        best_epoch: epoch (0-based) whose parameters the model holds at the end.
+        epochs_run: epochs completed, resumed ones included.
+        stopped_early: whether patience ran out before ``epochs``.
+        seconds: wall time of this call.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    @property
+    def best_val_loss(self) -> float | None:
+        """Validation loss at :attr:`best_epoch` (``None`` without validation data)."""
+        return self.val_loss[self.best_epoch] if self.val_loss and self.best_epoch is not None else None
+
+
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _gradients_finite(params: list[torch.Tensor]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())
+
+
+@torch.no_grad()
+def evaluate_loss(model: GenerativeModel, objective: Objective, batch: dict[str, torch.Tensor],
+                  batch_size: int) -> float:
+    """Objective on ``batch`` in nats per example, computed in chunks of ``batch_size`` rows."""
+    n = batch[X].shape[0]
+    total = 0.0
+    for start in range(0, n, batch_size):
+        chunk = {k: v[start : start + batch_size] for k, v in batch.items()}
+        total += float(objective.loss(model, chunk, chunk[X].shape[0]))
+    return total / n
+
+
+def fit(
+    model: GenerativeModel,
+    data: torch.Tensor | Mapping[str, torch.Tensor],
+    *,
+    val: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
+    epochs: int = 100,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    objective: str | Objective | pyro.infer.ELBO = "elbo",
+    num_particles: int | None = None,
+    alpha: float = 0.5,
+    patience: int | None = 20,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: float = 30.0,
+    resume: bool = False,
+) -> FitResult:
+    """Fit ``model`` by stochastic variational inference with Adam over shuffled minibatches.
+
+    The loss of a minibatch of ``B`` rows scales the sites inside plate ``"data"`` by
+    ``N / B``, so it estimates the bound on the whole training set. With ``val`` the
+    objective is measured on it after every epoch; the parameters of the best epoch are
+    restored at the end and fitting stops after ``patience`` epochs without improvement.
+
+    Args:
+        model: the model; fitted in place.
+        data: training examples ``(N, *event_shape)``, or a mapping with key ``"x"`` and
+            per-example context tensors (passed to model and guide by name).
+        val: validation data in the same form.
+        epochs: total number of passes over ``data`` (resumed epochs count).
+        batch_size: rows per step.
+        lr: Adam learning rate.
+        objective: ``"elbo"``, ``"iwae"``, ``"renyi"``, any ``pyro.infer.ELBO``, or an
+            :class:`~ppl_dgm.infer.Objective`.
+        num_particles: guide samples per example (default 1 for the ELBO, 5 otherwise).
+        alpha: order of the Renyi bound.
+        patience: epochs without validation improvement before stopping (``None``: never).
+        seed: seeds Pyro's and torch's random number generators when given.
+        device: where to fit (default: where the model is).
+        progress: show a progress bar over epochs.
+        checkpoint_dir: where to save the best model and the optimizer state (atomically,
+            at most every ``checkpoint_every`` seconds and at the end).
+        checkpoint_every: seconds between checkpoints.
+        resume: continue from the optimizer state and history saved in ``checkpoint_dir``;
+            the model's weights are loaded from there too.
+
+    Returns:
+        :class:`FitResult` with the loss history.
+
+    Raises:
+        NonFiniteLossError: a loss or gradient became NaN/inf; names the epoch and step. The
+            model keeps the parameters of the last good step.
+    """
+    from ppl_dgm import io
+
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_positive(lr=lr, patience=patience, checkpoint_every=checkpoint_every)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    loss_fn = make_objective(objective, num_particles, alpha)
+    device = torch.device(device) if device is not None else model.device
+    model.to(device)
+    dtype = model.dtype
+    train = prepare_data(data, model, "data", device, dtype)
+    valid = prepare_data(val, model, "val", device, dtype) if val is not None else None
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    result = FitResult()
+    if resume:
+        io.load_weights(model, checkpoint_dir)
+        state = io.load_training_state(checkpoint_dir, optimizer)
+        result.train_loss, result.val_loss = state["train_loss"], state["val_loss"]
+        result.best_epoch, result.epochs_run = state["best_epoch"], state["epochs_run"]
+    best = _snapshot(model, optimizer, result)
+    last_saved = start = time.perf_counter()
+
+    def checkpoint(snapshot: dict[str, Any]) -> None:
+        nonlocal last_saved
+        io.save(model, checkpoint_dir, state_dict=snapshot["model"])
+        io.save_training_state(checkpoint_dir, snapshot["optimizer"], snapshot["history"])
+        last_saved = time.perf_counter()
+
+    bar = tqdm(range(result.epochs_run, epochs), disable=not progress, desc="fit", unit="epoch", leave=False)
+    model.train()
+    with pyro.validation_enabled(False):
+        for epoch in bar:
+            result.train_loss.append(_train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch))
+            result.epochs_run = epoch + 1
+            if valid is not None:
+                model.eval()
+                result.val_loss.append(evaluate_loss(model, loss_fn, valid, max(batch_size, 256)))
+                model.train()
+            improved = valid is None or result.val_loss[-1] < (result.best_val_loss or math.inf)
+            if improved:
+                result.best_epoch = epoch
+                if valid is not None:
+                    best = _snapshot(model, optimizer, result)
+            bar.set_postfix(loss=f"{result.train_loss[-1]:.2f}",
+                            **({"val": f"{result.val_loss[-1]:.2f}"} if valid is not None else {}))
+            if checkpoint_dir is not None and time.perf_counter() - last_saved > checkpoint_every:
+                checkpoint(best if valid is not None else _snapshot(model, optimizer, result))
+            if patience is not None and epoch - result.best_epoch >= patience:
+                result.stopped_early = True
+                break
+    bar.close()
+    model.eval()
+    if valid is not None:
+        model.load_state_dict(best["model"])
+    if checkpoint_dir is not None:
+        checkpoint(best if valid is not None else _snapshot(model, optimizer, result))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _snapshot(model: GenerativeModel, optimizer: torch.optim.Optimizer, result: FitResult) -> dict[str, Any]:
+    """Copies of everything a resumed fit needs: weights, optimizer state, history so far."""
+    return {
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "history": {
+            "train_loss": list(result.train_loss), "val_loss": list(result.val_loss),
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        },
+    }
+
+
+def _train_epoch(model: GenerativeModel, loss_fn: Objective, optimizer: torch.optim.Optimizer,
+                 params: list[torch.Tensor], train: dict[str, torch.Tensor], batch_size: int,
+                 epoch: int) -> float:
+    """One shuffled pass over ``train``; returns the mean loss in nats per example."""
+    n = train[X].shape[0]
+    total = 0.0
+    for step, index in enumerate(torch.randperm(n, device=train[X].device).split(batch_size)):
+        loss = loss_fn.loss(model, {k: v[index] for k, v in train.items()}, n)
+        value = float(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        if math.isfinite(value):
+            loss.backward()
+        if not (math.isfinite(value) and _gradients_finite(params)):
+            optimizer.zero_grad(set_to_none=True)
+            what = "gradient" if math.isfinite(value) else "loss"
+            raise NonFiniteLossError(
+                f"non-finite {what} at epoch {epoch}, step {step}; "
+                "the model keeps the parameters of the last good step"
+            )
+        optimizer.step()
+        total += value
+    return total / (step + 1) / n

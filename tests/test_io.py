@@ -1,0 +1,86 @@
+"""Checkpoints: safetensors + JSON, atomic, rebuilt from the registry, no pickle."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import ppl_dgm
+from ppl_dgm import io
+from ppl_dgm.models import VAE
+
+from helpers import LinearGaussian
+
+
+def test_files_are_safetensors_and_json(tmp_path):
+    io.save(VAE(hidden_dims=(8,), latent_dim=2), tmp_path)
+    config = json.loads((tmp_path / io.CONFIG_FILE).read_text())
+    assert config["model"] == "vae" and config["config"]["hidden_dims"] == [8]
+    assert (tmp_path / io.WEIGHTS_FILE).read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+
+
+def test_unregistered_user_models_load_when_their_module_is_imported(tmp_path):
+    model = LinearGaussian(dim=3, latent_dim=1)
+    io.save(model, tmp_path)
+    loaded = io.load(tmp_path)
+    assert isinstance(loaded, LinearGaussian) and torch.equal(loaded.weight, model.weight)
+
+
+def test_unknown_classes_are_not_imported(tmp_path):
+    io.save(LinearGaussian(3, 1), tmp_path)
+    config = json.loads((tmp_path / io.CONFIG_FILE).read_text())
+    config["class"] = "some_module_never_imported:Thing"
+    (tmp_path / io.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="not registered"):
+        io.load(tmp_path)
+
+
+def test_weights_from_another_configuration_are_refused(tmp_path):
+    io.save(VAE(hidden_dims=(8,)), tmp_path / "a")
+    io.save(VAE(hidden_dims=(8,), latent_dim=3), tmp_path / "b")
+    os.replace(tmp_path / "b" / io.WEIGHTS_FILE, tmp_path / "a" / io.WEIGHTS_FILE)
+    with pytest.raises(ValueError, match="not saved with this"):
+        io.load(tmp_path / "a")
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+        io.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="configuration"):
+        io.load(tmp_path / "empty")
+
+
+def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "file.bin"
+    io.atomic_write(target, b"good")
+
+    def broken_replace(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(target, b"half")
+    assert target.read_bytes() == b"good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]  # no temporary left behind
+
+
+def test_optimizer_state_round_trip(tmp_path):
+    model = VAE(hidden_dims=(8,), latent_dim=2)
+    x = ppl_dgm.datasets.load_dataset("digits", "val").x[:20]
+    ppl_dgm.fit(model, x, epochs=2, batch_size=10, progress=False, checkpoint_dir=tmp_path)
+    optimizer = torch.optim.Adam(model.parameters())
+    history = io.load_training_state(tmp_path, optimizer)
+    assert history["epochs_run"] == 2 and len(history["train_loss"]) == 2
+    state = optimizer.state_dict()["state"]
+    assert len(state) == len(list(model.parameters())) and all("exp_avg" in s for s in state.values())
+
+
+def test_non_json_constructor_arguments_are_a_clear_error(tmp_path):
+    class Odd(LinearGaussian):
+        def __init__(self, thing=None):
+            super().__init__()
+
+    with pytest.raises(TypeError, match="JSON-serializable"):
+        io.save(Odd(thing=object()), tmp_path)
