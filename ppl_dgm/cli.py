@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+import pyro
 import torch
 
 from ppl_dgm import io, plots
@@ -118,6 +119,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     device = check_device(args.device)
     dataset_info(args.data)  # fail early on an unknown name
+    pyro.set_rng_seed(args.seed)  # the initial weights depend on the seed too
     if args.resume:
         if args.option:
             raise UsageError("--option cannot change a model that is resumed")
@@ -158,7 +160,8 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
         test = metrics["test"]
         line += f"; test NLL {test['test_nll_nats']:.2f} ± {test['test_nll_stderr']:.2f} nats ({test['kind']})"
     print(line)
-    print(f"results in {out}: {io.CONFIG_FILE}, {io.WEIGHTS_FILE}, {METRICS_FILE}, {CURVE_FILE}, {SAMPLES_FILE}")
+    print(f"results in {out}: {io.CONFIG_FILE} + {io.WEIGHTS_FILE} (checkpoint), {io.TRAINER_FILE} (to resume), "
+          f"{RUN_FILE}, {METRICS_FILE}, {CURVE_FILE}, {SAMPLES_FILE}")
     return metrics
 
 

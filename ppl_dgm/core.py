@@ -27,7 +27,7 @@ class Capabilities:
     """What a model can be asked; evaluation reads this instead of ``isinstance`` checks.
 
     Attributes:
-        likelihood: ``"exact"`` when :meth:`GenerativeModel.log_prob` is the exact
+        likelihood: ``"exact"`` when `GenerativeModel.log_prob` is the exact
             marginal, ``"bound"`` when only a variational bound / importance-weighted
             estimate exists, ``"none"`` when the model defines no normalized density.
         data: ``"discrete"`` when the model puts probability mass on integer values,
@@ -53,10 +53,10 @@ def data_plate(x: torch.Tensor | None, n: int | None) -> pyro.plate:
 
 
 class GenerativeModel(PyroModule):
-    """Base class of every model: write :meth:`model` (and :meth:`guide` if latent).
+    """Base class of every model: write `model` (and `guide` if latent).
 
     The constructor arguments of a subclass are recorded automatically, so that
-    :func:`ppl_dgm.save` / :func:`ppl_dgm.load` can rebuild it; keep them JSON-friendly.
+    `ppl_dgm.save` / `ppl_dgm.load` can rebuild it; keep them JSON-friendly.
 
     Conventions: ``model(x=None, n=None, **ctx)`` observes ``x`` (shape
     ``(N, *event_shape)``) at site ``"x"`` inside ``pyro.plate("data", N)``; called with
@@ -92,7 +92,7 @@ class GenerativeModel(PyroModule):
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` can be scored by this model.
 
-        The default checks the shape against :attr:`event_shape` (when set) and
+        The default checks the shape against `event_shape` (when set) and
         finiteness; subclasses add support checks for their likelihood.
         """
         from ppl_dgm.validation import check_tensor

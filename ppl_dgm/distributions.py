@@ -49,6 +49,13 @@ class DiscretizedLogistic(TorchDistribution):
         last = value >= self.num_levels - 1
         return torch.where(first, log_cdf_upper, torch.where(last, log_sf_lower, log_mass))
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """Expected value ``sum_k k P(k)``, in data units."""
+        levels = torch.arange(self.num_levels, dtype=self.loc.dtype, device=self.loc.device)
+        masses = self.log_prob(levels.reshape(-1, *([1] * self.loc.dim()))).exp()
+        return (masses * levels.reshape(-1, *([1] * self.loc.dim()))).sum(0)
+
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():

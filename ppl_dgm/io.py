@@ -56,7 +56,7 @@ def save(model: GenerativeModel, path: str | Path, *, state_dict: dict[str, torc
     """Save ``model`` into directory ``path`` (created): ``config.json`` + ``model.safetensors``.
 
     ``state_dict`` saves those weights instead of the model's current ones. The weights
-    record the hash of the configuration they belong to; :func:`load` checks it.
+    record the hash of the configuration they belong to; `load` checks it.
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"save needs a GenerativeModel, got {type(model).__name__}")
@@ -93,6 +93,9 @@ def _resolve_class(config: dict[str, Any]) -> type:
     obj: Any = module
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
+    if obj is None:
+        raise ValueError(f"{qualname!r} is not defined in module {module_name!r}; register the class with "
+                         "@ppl_dgm.register_model to load it from any program")
     if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)):
         raise ValueError(f"{config.get('class')!r} is not a GenerativeModel")
     return obj
@@ -123,7 +126,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, *, device: str | torch.device | None = None) -> GenerativeModel:
-    """Rebuild the model saved in directory ``path`` (by :func:`save` or ``ppl-dgm fit``).
+    """Rebuild the model saved in directory ``path`` (by `save` or ``ppl-dgm fit``).
 
     The class comes from the model registry (or, for unregistered classes, from a module
     already imported); its outputs are identical to the saved model's. Nothing is unpickled.

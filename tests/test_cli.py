@@ -100,3 +100,11 @@ def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and "usage: ppl-dgm" in capsys.readouterr().out
+
+
+def test_the_seed_fixes_the_fit(tmp_path):
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--epochs", "1", "--eval-samples", "0",
+                     "--no-progress", "-O", "hidden_dims=[8]", "--seed", "4"]) == 0
+    assert (outs[0] / io.WEIGHTS_FILE).read_bytes() == (outs[1] / io.WEIGHTS_FILE).read_bytes()

@@ -157,3 +157,63 @@ def test_fit_on_device(device):
     x = ppl_dgm.datasets.load_dataset("digits", "val").x[:64]
     result = ppl_dgm.fit(model, x, val=x, epochs=2, batch_size=32, device=device, progress=False)
     assert model.device.type == device.type and len(result.val_loss) == 2
+
+
+class _TwoComponentMixture(ppl_dgm.GenerativeModel):
+    """A 1-D mixture whose assignment is enumerated by TraceEnum_ELBO (no guide latents)."""
+
+    capabilities = ppl_dgm.Capabilities(likelihood="exact", discrete_latents=True)
+    event_shape = (1,)
+
+    def __init__(self):
+        super().__init__()
+        self.locs = torch.nn.Parameter(torch.tensor([-1.0, 1.0]))
+
+    def model(self, x=None, n=None):
+        with ppl_dgm.data_plate(x, n):
+            k = pyro.sample("k", pyro.distributions.Categorical(torch.ones(2) / 2), infer={"enumerate": "parallel"})
+            return pyro.sample("x", pyro.distributions.Normal(self.locs[k].unsqueeze(-1), 0.5).to_event(1), obs=x)
+
+
+def test_trace_enum_elbo_trains_and_validates():
+    x = torch.cat([torch.randn(100, 1) * 0.5 - 3.1, torch.randn(100, 1) * 0.5 + 2.9])
+    model = _TwoComponentMixture()
+    result = ppl_dgm.fit(model, x, val=x, epochs=60, batch_size=50, lr=0.1, progress=False,
+                         objective=pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
+    assert len(result.val_loss) == result.epochs_run
+    assert torch.allclose(model.locs.detach().sort().values, torch.tensor([-3.1, 2.9]), atol=0.3)
+
+
+def test_elbos_that_compute_their_own_gradients_are_refused():
+    with pytest.raises(TypeError, match="no differentiable_loss"):
+        make_objective(pyro.infer.TraceGraph_ELBO())
+
+
+def test_training_objectives_honour_poutine_scale_and_evaluation_ignores_it():
+    class Tempered(LinearGaussian):
+        def model(self, x=None, n=None):
+            with pyro.poutine.scale(scale=0.25):
+                return super().model(x, n)
+
+    plain, tempered = LinearGaussian(3, 1), Tempered(3, 1)
+    tempered.load_state_dict(plain.state_dict())
+    x = torch.randn(40, 3)
+    losses = []
+    for model in (plain, tempered):
+        torch.manual_seed(2)
+        losses.append(ELBO().loss(model, {"x": x}, 40))
+    # the tempered loss scales every model site by 1/4, the guide's entropy term stays
+    torch.manual_seed(2)
+    weights = ppl_dgm.evaluation.log_importance_weights(plain, x, 1)
+    assert not torch.allclose(losses[0], losses[1])
+    evaluated = [ppl_dgm.log_likelihood(m, x, num_samples=5, seed=1).mean for m in (plain, tempered)]
+    assert evaluated[0] == pytest.approx(evaluated[1], rel=1e-6)
+    assert weights.local.shape == (1, 40)
+
+
+def test_continuous_models_are_fitted_on_dequantized_integer_data():
+    model = DiagonalGaussian(1)
+    x = torch.full((400, 1), 3.0)  # integer-valued: the density is fitted to 3 + U[0, 1)
+    ppl_dgm.fit(model, x, epochs=150, batch_size=100, lr=0.05, progress=False)
+    assert float(model.loc.detach()) == pytest.approx(3.5, abs=0.05)
+    assert float(torch.nn.functional.softplus(model.raw_scale.detach())) == pytest.approx((1 / 12) ** 0.5, abs=0.05)

@@ -55,7 +55,15 @@ def test_discretized_logistic_samples_follow_the_masses():
     assert torch.allclose(freq, d.log_prob(torch.arange(17.0)).exp().double(), atol=3e-3)
 
 
-def test_reconstruct_has_the_data_shape():
-    model = VAE(hidden_dims=(8,))
+@pytest.mark.parametrize("likelihood", ["categorical", "gaussian", "discretized_logistic"])
+def test_reconstructions_are_means_in_data_units(likelihood):
+    model = VAE(hidden_dims=(8,), likelihood=likelihood)
     x = ppl_dgm.datasets.load_dataset("digits", "val").x[:5]
-    assert model.reconstruct(x).shape == (5, 64)
+    mean = model.reconstruct(x)
+    assert mean.shape == (5, 64) and torch.isfinite(mean).all()
+    assert (mean >= 0).all() and (mean <= 16).all()
+
+
+def test_discretized_logistic_mean():
+    d = DiscretizedLogistic(torch.tensor([3.0, 8.0]), torch.tensor([0.2, 100.0]), num_levels=17)
+    assert torch.allclose(d.mean, torch.tensor([3.0, 8.0]), atol=0.05)

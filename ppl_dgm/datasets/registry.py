@@ -59,7 +59,7 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` registered as ``name``; ``ValueError`` if unknown."""
+    """The `DatasetInfo` registered as ``name``; ``ValueError`` if unknown."""
     try:
         return _DATASETS[name.lower()]
     except (KeyError, AttributeError):
@@ -80,7 +80,7 @@ def load_dataset(
 ) -> Split:
     """Load one split of a registered data set as tensors on ``device`` with ``dtype``.
 
-    Splits are fixed (no shuffling): see :class:`DatasetInfo` ``bounds``.
+    Splits are fixed (no shuffling): see `DatasetInfo` ``bounds``.
     """
     info = dataset_info(name)
     if not dtype.is_floating_point:

@@ -11,6 +11,8 @@ import pyro
 import torch
 
 from ppl_dgm.core import DATA, GenerativeModel, X
+from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
+from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.validation import prepare_data
 
@@ -50,7 +52,7 @@ class LogLikelihood:
 
     @property
     def stderr(self) -> float:
-        """Standard error of :attr:`mean` over examples (nats)."""
+        """Standard error of `mean` over examples (nats)."""
         n = self.per_sample.numel()
         return float(self.per_sample.std() / math.sqrt(n)) if n > 1 else math.nan
 
@@ -61,7 +63,7 @@ class LogLikelihood:
 
     @property
     def bits_per_dim(self) -> float:
-        """:attr:`nll` in bits per dimension."""
+        """`nll` in bits per dimension."""
         return bits_per_dim(self.nll, self.num_dims)
 
     @property
@@ -80,10 +82,6 @@ class LogLikelihood:
             "num_examples": self.per_sample.numel(),
             "neg_elbo_nats": None if self.elbo_mean is None else -self.elbo_mean,
         }
-
-
-def _is_integer_valued(x: torch.Tensor) -> bool:
-    return bool((x == torch.round(x)).all())
 
 
 def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor], num_samples: int
@@ -134,7 +132,7 @@ def log_likelihood(
         seed: seed of the sampling (``None``: use the global RNG state as is).
 
     Returns:
-        :class:`LogLikelihood` with ``per_sample``, ``mean``, ``stderr``, ``kind``.
+        `LogLikelihood` with ``per_sample``, ``mean``, ``stderr``, ``kind``.
     """
     likelihood = model.capabilities.likelihood
     if likelihood == "none":
@@ -143,9 +141,8 @@ def log_likelihood(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     batch = prepare_data(data, model, "data", model.device, model.dtype)
     x = batch[X]
-    continuous = model.capabilities.data == "continuous"
     if dequantize is None:
-        dequantize = continuous and _is_integer_valued(x)
+        dequantize = needs_dequantization(model, x)
     exact = likelihood == "exact"
     samples = 1 if exact else num_samples
     batch_size = batch_size or max(1, min(x.shape[0], ROWS_PER_PASS // min(samples, 128)))
@@ -159,7 +156,7 @@ def log_likelihood(
         for start in range(0, x.shape[0], batch_size):
             part = {k: v[start : start + batch_size] for k, v in batch.items()}
             if dequantize:
-                part[X] = part[X] + torch.rand_like(part[X])
+                part[X] = add_uniform_noise(part[X])
             if exact:
                 context = {k: v for k, v in part.items() if k != X}
                 scores.append(model.log_prob(part[X], **context).double())

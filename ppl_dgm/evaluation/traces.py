@@ -40,12 +40,15 @@ class LogWeights(NamedTuple):
     not_reparameterized: tuple[str, ...]
 
 
-def site_log_probs(trace: Trace, batch_size: int) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False
+                   ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     """Sum the log-densities of a trace's sample sites, split by the data plate.
 
     Returns ``(local, global_)``: ``local`` of shape ``(batch_size,)`` sums every site inside
     plate ``"data"`` per example, ``global_`` (a scalar) sums the sites outside it. Masks are
-    applied; ``pyro.deterministic`` sites contribute nothing. Units: nats.
+    applied, and with ``scaled`` the sites' ``poutine.scale`` factors too (a training
+    objective's choice, e.g. a beta-VAE; a likelihood is unscaled); ``pyro.deterministic``
+    sites contribute nothing. Units: nats.
     """
     local: torch.Tensor | float = 0.0
     global_: torch.Tensor | float = 0.0
@@ -55,6 +58,8 @@ def site_log_probs(trace: Trace, batch_size: int) -> tuple[torch.Tensor | float,
         log_p = site["fn"].log_prob(site["value"])
         if site["mask"] is not None:
             log_p = log_p * site["mask"]
+        if scaled:
+            log_p = log_p * site["scale"]
         frame = next((f for f in site["cond_indep_stack"] if f.name == DATA), None)
         if frame is None:
             global_ = global_ + log_p.sum()
@@ -81,6 +86,7 @@ def log_importance_weights(
     x: torch.Tensor,
     num_particles: int = 1,
     context: Mapping[str, Any] | None = None,
+    scaled: bool = False,
 ) -> LogWeights:
     """Log importance weights ``log p(x, z) - log q(z | x)`` of a model/guide pair (nats).
 
@@ -89,13 +95,14 @@ def log_importance_weights(
     latents are local to plate ``"data"`` needs no particle dimension of its own.
 
     Args:
-        model: a :class:`~ppl_dgm.GenerativeModel`.
+        model: a `GenerativeModel`.
         x: data, shape ``(N, *event_shape)``.
         num_particles: samples ``K`` per example.
         context: extra per-example keyword arguments of model and guide (tiled too).
+        scaled: apply the sites' ``poutine.scale`` factors (training objectives do).
 
     Returns:
-        :class:`LogWeights` with ``local`` of shape ``(K, N)``.
+        `LogWeights` with ``local`` of shape ``(K, N)``.
     """
     n = x.shape[0]
     xs = repeat_batch(x, num_particles, n)
@@ -103,8 +110,8 @@ def log_importance_weights(
     guide_trace = poutine.trace(model.guide).get_trace(xs, **ctx)
     model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(xs, **ctx)
     rows = num_particles * n
-    model_local, model_global = site_log_probs(model_trace, rows)
-    guide_local, guide_global = site_log_probs(guide_trace, rows)
+    model_local, model_global = site_log_probs(model_trace, rows, scaled)
+    guide_local, guide_global = site_log_probs(guide_trace, rows, scaled)
     local = torch.as_tensor(model_local - guide_local, device=x.device)
     return LogWeights(
         local.expand(rows).reshape(num_particles, n),

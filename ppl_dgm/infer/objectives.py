@@ -33,7 +33,8 @@ def _require_reparameterized(names: tuple[str, ...]) -> None:
     if names:
         raise ValueError(
             f"guide sites {', '.join(names)} have no reparameterized sampler; pass "
-            "objective=pyro.infer.TraceGraph_ELBO() or pyro.infer.TraceEnum_ELBO() instead"
+            "objective=pyro.infer.Trace_ELBO() (score-function gradients) or "
+            "pyro.infer.TraceEnum_ELBO() (enumerated discrete latents) instead"
         )
 
 
@@ -51,7 +52,7 @@ class ELBO:
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
         x = batch[X]
-        weights = log_importance_weights(model, x, self.num_particles, _context(batch))
+        weights = log_importance_weights(model, x, self.num_particles, _context(batch), scaled=True)
         _require_reparameterized(weights.not_reparameterized)
         return -(dataset_size / x.shape[0] * weights.local.mean(0).sum() + weights.global_)
 
@@ -72,7 +73,7 @@ class RenyiELBO:
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
         x = batch[X]
-        weights = log_importance_weights(model, x, self.num_particles, _context(batch))
+        weights = log_importance_weights(model, x, self.num_particles, _context(batch), scaled=True)
         _require_reparameterized(weights.not_reparameterized)
         if weights.global_latents:
             raise ValueError(
@@ -98,20 +99,29 @@ class _ScaleDataPlate(Messenger):
 
 
 class PyroObjective:
-    """Any ``pyro.infer.ELBO`` (e.g. ``TraceEnum_ELBO`` for enumerated discrete latents),
-    with minibatch scaling applied to the sites inside plate ``"data"``."""
+    """A Pyro ELBO with a ``differentiable_loss`` (``Trace_ELBO``, ``TraceEnum_ELBO``,
+    ``TraceMeanField_ELBO``, ...), with minibatch scaling applied to the sites inside plate
+    ``"data"``. Without gradients (validation) it returns Pyro's ``loss``."""
 
     def __init__(self, elbo: pyro.infer.ELBO) -> None:
+        if not callable(getattr(elbo, "differentiable_loss", None)):
+            raise TypeError(
+                f"{type(elbo).__name__} computes its own gradients (it has no differentiable_loss); "
+                "use Trace_ELBO, TraceEnum_ELBO or TraceMeanField_ELBO, or 'iwae'/'renyi'"
+            )
         self.elbo = elbo
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
         scale = _ScaleDataPlate(dataset_size / batch[X].shape[0])
-        return self.elbo.differentiable_loss(scale(model.model), scale(model.guide), batch[X], **_context(batch))
+        args = (scale(model.model), scale(model.guide), batch[X])
+        if not torch.is_grad_enabled():
+            return torch.as_tensor(self.elbo.loss(*args, **_context(batch)))
+        return self.elbo.differentiable_loss(*args, **_context(batch))
 
 
 def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,
                    alpha: float = 0.5) -> Objective:
-    """Resolve ``"elbo"``, ``"iwae"``, ``"renyi"``, a Pyro ELBO or an :class:`Objective`.
+    """Resolve ``"elbo"``, ``"iwae"``, ``"renyi"``, a Pyro ELBO or an `Objective`.
 
     ``num_particles`` defaults to 1 for the ELBO and 5 for the importance-weighted bounds;
     ``alpha`` is used by ``"renyi"`` only.

@@ -15,6 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_dgm.core import GenerativeModel, X
+from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
+from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.infer.objectives import Objective, make_objective
 from ppl_dgm.validation import prepare_data
 
@@ -45,7 +47,7 @@ class FitResult:
 
     @property
     def best_val_loss(self) -> float | None:
-        """Validation loss at :attr:`best_epoch` (``None`` without validation data)."""
+        """Validation loss at `best_epoch` (``None`` without validation data)."""
         return self.val_loss[self.best_epoch] if self.val_loss and self.best_epoch is not None else None
 
 
@@ -55,19 +57,22 @@ def _check_positive(**values: Any) -> None:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
-def _gradients_finite(params: list[torch.Tensor]) -> bool:
+def _loss_and_gradient_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> tuple[float, float]:
+    """The loss and the summed norm of the gradients, fetched together (one device sync)."""
     grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())
+    norm = torch.stack(torch._foreach_norm(grads)).sum() if grads else torch.zeros((), device=loss.device)
+    value, grad_norm = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
+    return value, grad_norm
 
 
 @torch.no_grad()
 def evaluate_loss(model: GenerativeModel, objective: Objective, batch: dict[str, torch.Tensor],
-                  batch_size: int) -> float:
+                  batch_size: int, dequantize: bool = False) -> float:
     """Objective on ``batch`` in nats per example, computed in chunks of ``batch_size`` rows."""
     n = batch[X].shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
-        chunk = {k: v[start : start + batch_size] for k, v in batch.items()}
+        chunk = _rows(batch, slice(start, start + batch_size), dequantize)
         total += float(objective.loss(model, chunk, chunk[X].shape[0]))
     return total / n
 
@@ -90,6 +95,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: float = 30.0,
     resume: bool = False,
+    dequantize: bool | None = None,
 ) -> FitResult:
     """Fit ``model`` by stochastic variational inference with Adam over shuffled minibatches.
 
@@ -107,7 +113,7 @@ def fit(
         batch_size: rows per step.
         lr: Adam learning rate.
         objective: ``"elbo"``, ``"iwae"``, ``"renyi"``, any ``pyro.infer.ELBO``, or an
-            :class:`~ppl_dgm.infer.Objective`.
+            `Objective`.
         num_particles: guide samples per example (default 1 for the ELBO, 5 otherwise).
         alpha: order of the Renyi bound.
         patience: epochs without validation improvement before stopping (``None``: never).
@@ -119,9 +125,11 @@ def fit(
         checkpoint_every: seconds between checkpoints.
         resume: continue from the optimizer state and history saved in ``checkpoint_dir``;
             the model's weights are loaded from there too.
+        dequantize: fit ``x + u``, ``u ~ U[0, 1)`` drawn afresh for every batch (default: for
+            continuous densities on integer-valued data, as ``log_likelihood`` scores them).
 
     Returns:
-        :class:`FitResult` with the loss history.
+        `FitResult` with the loss history.
 
     Raises:
         NonFiniteLossError: a loss or gradient became NaN/inf; names the epoch and step. The
@@ -142,6 +150,8 @@ def fit(
     dtype = model.dtype
     train = prepare_data(data, model, "data", device, dtype)
     valid = prepare_data(val, model, "val", device, dtype) if val is not None else None
+    if dequantize is None:
+        dequantize = needs_dequantization(model, train[X])
     if seed is not None:
         pyro.set_rng_seed(seed)
 
@@ -166,11 +176,13 @@ def fit(
     model.train()
     with pyro.validation_enabled(False):
         for epoch in bar:
-            result.train_loss.append(_train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch))
+            result.train_loss.append(
+                _train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch, dequantize)
+            )
             result.epochs_run = epoch + 1
             if valid is not None:
                 model.eval()
-                result.val_loss.append(evaluate_loss(model, loss_fn, valid, max(batch_size, 256)))
+                result.val_loss.append(evaluate_loss(model, loss_fn, valid, max(batch_size, 256), dequantize))
                 model.train()
             improved = valid is None or result.val_loss[-1] < (result.best_val_loss or math.inf)
             if improved:
@@ -194,6 +206,14 @@ def fit(
     return result
 
 
+def _rows(batch: dict[str, torch.Tensor], index: torch.Tensor | slice, dequantize: bool) -> dict[str, torch.Tensor]:
+    """The rows ``index`` of every tensor in ``batch``, with ``x`` dequantized if asked."""
+    rows = {k: v[index] for k, v in batch.items()}
+    if dequantize:
+        rows[X] = add_uniform_noise(rows[X])
+    return rows
+
+
 def _snapshot(model: GenerativeModel, optimizer: torch.optim.Optimizer, result: FitResult) -> dict[str, Any]:
     """Copies of everything a resumed fit needs: weights, optimizer state, history so far."""
     return {
@@ -208,17 +228,16 @@ def _snapshot(model: GenerativeModel, optimizer: torch.optim.Optimizer, result: 
 
 def _train_epoch(model: GenerativeModel, loss_fn: Objective, optimizer: torch.optim.Optimizer,
                  params: list[torch.Tensor], train: dict[str, torch.Tensor], batch_size: int,
-                 epoch: int) -> float:
+                 epoch: int, dequantize: bool) -> float:
     """One shuffled pass over ``train``; returns the mean loss in nats per example."""
     n = train[X].shape[0]
     total = 0.0
     for step, index in enumerate(torch.randperm(n, device=train[X].device).split(batch_size)):
-        loss = loss_fn.loss(model, {k: v[index] for k, v in train.items()}, n)
-        value = float(loss.detach())
+        loss = loss_fn.loss(model, _rows(train, index, dequantize), n)
         optimizer.zero_grad(set_to_none=True)
-        if math.isfinite(value):
-            loss.backward()
-        if not (math.isfinite(value) and _gradients_finite(params)):
+        loss.backward()
+        value, grad_norm = _loss_and_gradient_norm(loss, params)
+        if not (math.isfinite(value) and math.isfinite(grad_norm)):
             optimizer.zero_grad(set_to_none=True)
             what = "gradient" if math.isfinite(value) else "loss"
             raise NonFiniteLossError(

@@ -10,7 +10,7 @@ T = TypeVar("T", bound=type)
 
 
 def register_model(name: str) -> Callable[[T], T]:
-    """Class decorator: make a :class:`~ppl_dgm.GenerativeModel` available as ``name``."""
+    """Class decorator: make a `GenerativeModel` available as ``name``."""
 
     def add(cls: T) -> T:
         key = name.lower()

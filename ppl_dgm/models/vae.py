@@ -116,4 +116,8 @@ class VAE(GenerativeModel):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``p(x | z)`` at the posterior mean of ``z``; shape ``(N, D)``."""
         loc, _ = self.encoder(x / (self.num_levels - 1)).chunk(2, dim=-1)
-        return self.observation(loc).mean
+        observation = self.observation(loc)
+        if self.likelihood == "categorical":  # torch's Categorical has no mean over its levels
+            levels = torch.arange(self.num_levels, dtype=loc.dtype, device=loc.device)
+            return observation.base_dist.probs @ levels
+        return observation.mean
