@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ppl_dgm import datasets, models
-from ppl_dgm.core import DATA, Capabilities, GenerativeModel, X, Z, data_plate
+from ppl_dgm.core import DATA, Capabilities, GenerativeModel, X, Z, data_plate, draw
 from ppl_dgm.evaluation import LogLikelihood, bits_per_dim, log_likelihood
 from ppl_dgm.infer import FitResult, NonFiniteLossError, fit
 from ppl_dgm.io import load, save
@@ -16,5 +16,5 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DATA", "X", "Z", "Capabilities", "FitResult", "GenerativeModel", "LogLikelihood", "NonFiniteLossError",
-    "bits_per_dim", "data_plate", "datasets", "fit", "load", "log_likelihood", "models", "register_model", "save",
+    "bits_per_dim", "data_plate", "datasets", "draw", "fit", "load", "log_likelihood", "models", "register_model", "save",
 ]

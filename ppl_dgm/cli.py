@@ -14,6 +14,7 @@ import pyro
 import torch
 
 from ppl_dgm import io, plots
+from ppl_dgm.core import draw
 from ppl_dgm.datasets import dataset_info, list_datasets, load_dataset
 from ppl_dgm.evaluation import log_likelihood
 from ppl_dgm.infer import NonFiniteLossError, fit
@@ -81,7 +82,7 @@ def _model_options(name: str, options: list[tuple[str, Any]]) -> dict[str, Any]:
 def _save_samples(model: Any, data_name: str, n: int, path: Path, seed: int | None) -> Path:
     if seed is not None:
         torch.manual_seed(seed)
-    samples = model.sample(n)
+    samples = draw(model, n)
     info = dataset_info(data_name)
     if info.image_shape is not None:
         return plots.image_grid(samples, info.image_shape, path, vmax=(info.num_levels or 2) - 1)

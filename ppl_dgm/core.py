@@ -52,6 +52,15 @@ def data_plate(x: torch.Tensor | None, n: int | None) -> pyro.plate:
     return pyro.plate(DATA, x.shape[0] if x is not None else n)
 
 
+@torch.no_grad()
+def draw(model: GenerativeModel, n: int, **ctx: Any) -> torch.Tensor:
+    """``n`` examples drawn by running ``model.model`` forward; shape ``(n, *event_shape)``, float."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    trace = poutine.trace(model.model).get_trace(None, n=n, **ctx)
+    return trace.nodes[X]["value"].to(model.dtype)
+
+
 class GenerativeModel(PyroModule):
     """Base class of every model: write `model` (and `guide` if latent).
 
@@ -68,6 +77,8 @@ class GenerativeModel(PyroModule):
     registry_name: ClassVar[str | None] = None
 
     def __new__(cls, *args: Any, **kwargs: Any):
+        if not callable(getattr(cls, "model", None)):
+            raise TypeError(f"{cls.__name__} must define model(self, x=None, n=None, **ctx)")
         self = super().__new__(cls)
         bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
         bound.apply_defaults()
@@ -76,11 +87,6 @@ class GenerativeModel(PyroModule):
         object.__setattr__(self, "_config", arguments)
         return self
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not callable(getattr(cls, "model", None)):
-            raise TypeError(f"{cls.__name__} must define model(self, x=None, n=None, **ctx)")
-
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments this instance was built with."""
@@ -88,6 +94,13 @@ class GenerativeModel(PyroModule):
 
     def guide(self, x: torch.Tensor | None = None, n: int | None = None, **ctx: Any) -> None:
         """Variational family; empty by default (no latent variables)."""
+
+    def setup(self, x: torch.Tensor) -> None:
+        """Prepare for fitting on training data ``x`` (all of it) before parameters are collected.
+
+        The default does nothing; models whose parameters depend on the data (their shape, a
+        data-driven initialization or prior) create them here.
+        """
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` can be scored by this model.
@@ -109,13 +122,13 @@ class GenerativeModel(PyroModule):
         """Floating dtype of the first parameter (float32 without parameters)."""
         return next((p.dtype for p in self.parameters()), torch.float32)
 
-    @torch.no_grad()
     def sample(self, n: int, **ctx: Any) -> torch.Tensor:
-        """Draw ``n`` examples from the model; shape ``(n, *event_shape)``, float dtype."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        trace = poutine.trace(self.model).get_trace(None, n=n, **ctx)
-        return trace.nodes[X]["value"].to(self.dtype)
+        """Draw ``n`` examples from the model; shape ``(n, *event_shape)``, float dtype.
+
+        Estimators that mirror scikit-learn keep sklearn's ``sample``; :func:`draw` works
+        for every model.
+        """
+        return draw(self, n, **ctx)
 
     def log_prob(self, x: torch.Tensor, **ctx: Any) -> torch.Tensor:
         """Exact log-likelihood per example in nats, shape ``(N,)``.

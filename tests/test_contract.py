@@ -9,7 +9,7 @@ import torch
 import ppl_dgm
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.evaluation import log_importance_weights
-from ppl_dgm.infer import ELBO
+from ppl_dgm.infer import make_objective
 from ppl_dgm.models import get_model_class, list_models
 
 # Small configurations of every registered model, with the data set it is checked on.
@@ -18,6 +18,8 @@ CASES = {
         ({"hidden_dims": [16], "latent_dim": 3, "likelihood": likelihood}, "digits")
         for likelihood in ("categorical", "gaussian", "discretized_logistic")
     ] + [({"hidden_dims": [16], "latent_dim": 3, "likelihood": "bernoulli"}, "digits_binary")],
+    "gmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0}, "digits")
+            for kind in ("full", "tied", "diag", "spherical")],
 }
 
 
@@ -31,24 +33,32 @@ def _data(name: str, device, dtype=torch.float32) -> torch.Tensor:
     return load_dataset(name, "val", device=device, dtype=dtype).x[:20]
 
 
+def _built(name: str, kwargs: dict, x: torch.Tensor, device) -> torch.nn.Module:
+    """A model of the registry, moved to ``device`` and set up on ``x`` as fit would."""
+    model = get_model_class(name)(**kwargs).to(device)
+    model.setup(x)
+    return model
+
+
 PARAMS = [pytest.param(name, kwargs, data, id=f"{name}-{i}")
           for name, cases in CASES.items() for i, (kwargs, data) in enumerate(cases)]
 
 
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
 def test_sample_shape_and_support(name, kwargs, data, device):
-    model = get_model_class(name)(**kwargs).to(device)
     x = _data(data, device)
-    samples = model.sample(7)
+    model = _built(name, kwargs, x, device)
+    samples = ppl_dgm.draw(model, 7)
     assert samples.shape == (7, *x.shape[1:])
-    assert samples.device.type == device.type and samples.dtype == torch.float32
+    assert samples.device.type == device.type and samples.dtype == model.dtype
     model.check_data(samples)  # draws lie in the support the model scores
 
 
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
 def test_log_likelihood_is_finite(name, kwargs, data, device):
-    model = get_model_class(name)(**kwargs).to(device)
-    result = ppl_dgm.log_likelihood(model, _data(data, device), num_samples=8)
+    x = _data(data, device)
+    model = _built(name, kwargs, x, device)
+    result = ppl_dgm.log_likelihood(model, x, num_samples=8)
     assert result.per_sample.shape == (20,)
     assert torch.isfinite(result.per_sample).all()
     assert math.isfinite(result.stderr)
@@ -56,9 +66,10 @@ def test_log_likelihood_is_finite(name, kwargs, data, device):
 
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
 def test_gradients_reach_every_parameter(name, kwargs, data, device):
-    model = get_model_class(name)(**kwargs).to(device)
+    x = _data(data, device)
+    model = _built(name, kwargs, x, device)
     with pyro.validation_enabled(True):
-        loss = ELBO().loss(model, {"x": _data(data, device)}, dataset_size=20)
+        loss = make_objective("elbo", model=model).loss(model, {"x": x}, dataset_size=20)
     loss.backward()
     for pname, param in model.named_parameters():
         assert param.grad is not None, f"no gradient reaches {pname}"
@@ -68,24 +79,24 @@ def test_gradients_reach_every_parameter(name, kwargs, data, device):
 
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
 def test_save_load_gives_identical_outputs(name, kwargs, data, device, tmp_path):
-    model = get_model_class(name)(**kwargs).to(device)
-    ppl_dgm.fit(model, _data(data, device), epochs=2, batch_size=10, progress=False)
+    x = _data(data, device)
+    model = _built(name, kwargs, x, device)
+    ppl_dgm.fit(model, x, epochs=2, batch_size=10, progress=False)
     ppl_dgm.save(model, tmp_path / "ckpt")
     loaded = ppl_dgm.load(tmp_path / "ckpt", device=device)
     assert type(loaded) is type(model) and loaded.config == model.config
-    x = _data(data, device)
     outputs = []
     for m in (model, loaded):
         m.eval()
         torch.manual_seed(3)
-        outputs.append((log_importance_weights(m, x, 4).local, m.sample(5)))
+        outputs.append((ppl_dgm.log_likelihood(m, x, num_samples=4, seed=3).per_sample, ppl_dgm.draw(m, 5)))
     assert torch.equal(outputs[0][0], outputs[1][0])
     assert torch.equal(outputs[0][1], outputs[1][1])
 
 
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
 def test_float64_is_honoured(name, kwargs, data):
-    model = get_model_class(name)(**kwargs).double()
     x = _data(data, "cpu", torch.float64)
+    model = _built(name, kwargs, x, "cpu").double()
     assert log_importance_weights(model, x, 2).local.dtype == torch.float64
-    assert model.sample(3).dtype == torch.float64
+    assert ppl_dgm.draw(model, 3).dtype == torch.float64

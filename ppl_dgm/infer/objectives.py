@@ -120,16 +120,25 @@ class PyroObjective:
 
 
 def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,
-                   alpha: float = 0.5) -> Objective:
+                   alpha: float = 0.5, model: Any = None) -> Objective:
     """Resolve ``"elbo"``, ``"iwae"``, ``"renyi"``, a Pyro ELBO or an `Objective`.
 
     ``num_particles`` defaults to 1 for the ELBO and 5 for the importance-weighted bounds;
-    ``alpha`` is used by ``"renyi"`` only.
+    ``alpha`` is used by ``"renyi"`` only. For a ``model`` with discrete latent variables,
+    ``"elbo"`` sums them out with ``TraceEnum_ELBO`` (its ``max_plate_nesting`` attribute,
+    default 1); the importance-weighted bounds need continuous latents.
     """
     if isinstance(objective, pyro.infer.ELBO):
         return PyroObjective(objective)
     if isinstance(objective, Objective):
         return objective
+    discrete = model is not None and model.capabilities.discrete_latents
+    if discrete and objective in ("iwae", "renyi"):
+        raise ValueError(f"objective {objective!r} needs continuous latents; {type(model).__name__} has discrete "
+                         "ones (use 'elbo', which sums them out)")
+    if objective == "elbo" and discrete:
+        nesting = getattr(model, "max_plate_nesting", 1)
+        return PyroObjective(pyro.infer.TraceEnum_ELBO(max_plate_nesting=nesting, num_particles=num_particles or 1))
     if objective == "elbo":
         return ELBO(num_particles or 1)
     if objective == "iwae":

@@ -144,7 +144,7 @@ def fit(
     _check_positive(lr=lr, patience=patience, checkpoint_every=checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
-    loss_fn = make_objective(objective, num_particles, alpha)
+    loss_fn = make_objective(objective, num_particles, alpha, model)
     device = torch.device(device) if device is not None else model.device
     model.to(device)
     dtype = model.dtype
@@ -155,6 +155,7 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
 
+    model.setup(train[X])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     result = FitResult()

@@ -1,6 +1,7 @@
 """The model zoo; every class here is registered by name."""
 
+from ppl_dgm.models.gmm import GMM
 from ppl_dgm.models.registry import get_model_class, list_models, register_model
 from ppl_dgm.models.vae import VAE
 
-__all__ = ["VAE", "get_model_class", "list_models", "register_model"]
+__all__ = ["GMM", "VAE", "get_model_class", "list_models", "register_model"]

@@ -1,0 +1,166 @@
+"""Plumbing shared by the classical estimators: sklearn-style parameters, arrays in, arrays out."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+
+from ppl_dgm.core import GenerativeModel
+from ppl_dgm.validation import check_device
+
+
+def to_numpy(value: torch.Tensor) -> np.ndarray:
+    """A CPU numpy copy of ``value`` (what sklearn-style attributes return)."""
+    return value.detach().cpu().numpy()
+
+
+def _json_friendly(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
+
+
+class Estimator(GenerativeModel):
+    """Base of estimators that mirror scikit-learn / hmmlearn: ``get_params``/``set_params``,
+    array-like inputs checked and moved to ``device``/``dtype``, fitted state as buffers.
+
+    Subclasses keep every constructor argument as an attribute of the same name (the sklearn
+    convention), name their fitted tensors in ``_state_names`` and store them with
+    ``_set_state``; a fresh instance loads a saved state of any shape.
+    """
+
+    _state_names: tuple[str, ...] = ()
+
+    def __init__(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> None:
+        super().__init__()
+        self._device = check_device(device)
+        self._dtype = _as_dtype(dtype)
+
+    # sklearn's parameter protocol (what sklearn.base.clone and grid searches use)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor arguments, as sklearn estimators report them."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> Estimator:
+        """Set constructor arguments by name; returns ``self``."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
+    @property
+    def config(self) -> dict[str, Any]:  # type: ignore[override]
+        """The current constructor arguments, JSON-friendly (arrays become lists)."""
+        return {key: _json_friendly(value) for key, value in self.get_params().items()}
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        """Where the fitted state lives and the computations run."""
+        return self._device
+
+    @device.setter
+    def device(self, value: str | torch.device | None) -> None:
+        self.to(check_device(value))
+
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        """Floating dtype of the computations (float64 by default, as scikit-learn)."""
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: str | torch.dtype | None) -> None:
+        self.to(_as_dtype(value))
+
+    def _apply(self, fn, recurse=True):  # keeps device and dtype in step with .to(), .double(), ...
+        super()._apply(fn, recurse)
+        probe = fn(torch.zeros((), dtype=self._dtype, device=self._device))
+        self._device, self._dtype = probe.device, probe.dtype
+        return self
+
+    # fitted state
+    def _set_state(self, **values: torch.Tensor) -> None:
+        """Store fitted tensors as buffers (replacing any of another shape)."""
+        for name, value in values.items():
+            value = value.detach().to(self._device)
+            if name in self._buffers and self._buffers[name].shape == value.shape:
+                self._buffers[name].copy_(value)
+            else:
+                self.register_buffer(name, value.clone())
+
+    def fit_data(self, x: torch.Tensor) -> Estimator:
+        """Fit with the estimator's own algorithm (EM or closed form) on examples ``x`` shaped as
+        the data sets yield them, ``(N, *event_shape)``; what ``ppl-dgm fit --engine em`` runs."""
+        return self.fit(x)
+
+    def _is_fitted(self) -> bool:
+        return all(name in self._buffers for name in self._state_names)
+
+    def _check_is_fitted(self) -> None:
+        if not self._is_fitted():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
+                "before using this estimator."
+            )
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a saved state; tensors created at fit time are allocated first (entries of a
+        ``ParameterDict`` as parameters, everything else as buffers)."""
+        for key, value in state_dict.items():
+            owner, _, name = key.rpartition(".")
+            module = self.get_submodule(owner) if owner else self
+            if name not in module._buffers and name not in module._parameters and not hasattr(module, name):
+                if isinstance(module, torch.nn.ParameterDict):
+                    module[name] = torch.nn.Parameter(torch.empty_like(value))
+                else:
+                    module.register_buffer(name, torch.empty_like(value))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # array conversion
+    def _as_tensor(self, X: Any, name: str = "X", *, ndim: int = 2, integer: bool = False) -> torch.Tensor:
+        """Check an array-like of ``ndim`` dimensions and return it as a tensor on the model's device."""
+        if isinstance(X, torch.Tensor):
+            tensor = X.detach()
+        else:
+            try:
+                array = np.asarray(X)
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"{name} must be array-like: {error}") from None
+            if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+                raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if tensor.dim() != ndim:
+            raise ValueError(f"Expected {ndim}D array for {name}, got {tensor.dim()}D array of shape {tuple(tensor.shape)}")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)})")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains NaN or infinity")
+        if integer:
+            if tensor.is_floating_point() and bool((tensor != tensor.round()).any()):
+                raise ValueError(f"{name} must hold integer symbols, found non-integer values")
+            if bool((tensor < 0).any()):
+                raise ValueError(f"{name} must hold non-negative integer symbols, found negative values")
+            return tensor.to(self._device, torch.long)
+        return tensor.to(self._device, self._dtype)
+
+
+def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float64
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype such as float64 or float32, got {dtype!r}")
+    return dtype

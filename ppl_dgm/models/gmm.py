@@ -1,0 +1,421 @@
+"""Gaussian mixture: a drop-in for sklearn's GaussianMixture (EM in torch) and a Pyro story."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from ppl_dgm.core import X as X_SITE
+from ppl_dgm.core import Capabilities, data_plate
+from ppl_dgm.infer.guides import GlobalGuide, GuideKind
+from ppl_dgm.models import gaussian
+from ppl_dgm.models.estimator import Estimator, to_numpy
+from ppl_dgm.models.registry import register_model
+
+InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
+_EPS = {torch.float64: float(np.finfo(np.float64).eps), torch.float32: float(np.finfo(np.float32).eps)}
+
+
+@register_model("gmm")
+class GMM(Estimator):
+    """Gaussian mixture model; the arguments, methods and fitted attributes of
+    ``sklearn.mixture.GaussianMixture``, with EM in torch on ``device``.
+
+    As a Pyro story: ``weights ~ Dirichlet(1)``, ``means ~ N(m, s)``, covariances as
+    per-dimension ``scales ~ LogNormal`` and (full/tied) a correlation Cholesky factor
+    ``corr_chol ~ LKJ(1)``; for every example ``assignment ~ Categorical(weights)``
+    (enumerated, i.e. summed out exactly) and ``x ~ N(means[k], Sigma[k])``. The prior's
+    location and scale come from the data at initialization. ``guide`` is a point mass at
+    the parameters (``posterior="map"``) or a mean-field normal (``posterior="normal"``).
+
+    Args (beyond sklearn's):
+        posterior: the guide used by :func:`ppl_dgm.fit`.
+        device: where the state lives and EM runs.
+        dtype: floating dtype (float64 by default, as sklearn).
+    """
+
+    capabilities = Capabilities(likelihood="exact", data="continuous", discrete_latents=True)
+    max_plate_nesting = 1
+    _state_names = ("weights", "means", "precisions_chol")
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: gaussian.CovarianceType = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: InitParams = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: int | np.random.RandomState | None = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        posterior: GuideKind = "map",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        super().__init__(device, dtype)
+        self.n_components, self.covariance_type, self.tol, self.reg_covar = n_components, covariance_type, tol, reg_covar
+        self.max_iter, self.n_init, self.init_params = max_iter, n_init, init_params
+        self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
+        self.random_state, self.warm_start, self.verbose, self.verbose_interval = (
+            random_state, warm_start, verbose, verbose_interval)
+        self.posterior = posterior
+        self._check_parameters()
+        sites = {"weights": constraints.simplex, "means": constraints.real, "scales": constraints.positive}
+        if covariance_type in ("full", "tied"):
+            sites["corr_chol"] = constraints.corr_cholesky
+        self.guide_params = GlobalGuide(sites, posterior)
+        self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
+
+    def _check_parameters(self) -> None:
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+        gaussian.check_covariance_type(self.covariance_type)
+        if self.init_params not in ("kmeans", "k-means++", "random", "random_from_data"):
+            raise ValueError(f"init_params must be kmeans, k-means++, random or random_from_data, "
+                             f"got {self.init_params!r}")
+        for name in ("tol", "reg_covar"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        for name, low in (("max_iter", 0), ("n_init", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    # ----------------------------------------------------------------- state
+    def _current(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(weights, means, precisions_cholesky)``: EM's state, or the guide's point after SVI."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            points = self.guide_params.points()
+            covariances = gaussian.covariances_from_sites(points, self.covariance_type)
+            return points["weights"], points["means"], gaussian.precision_cholesky(covariances, self.covariance_type)
+        return self.weights, self.means, self.precisions_chol
+
+    def _store(self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor | None,
+               prec_chol: torch.Tensor) -> None:
+        if covariances is None:
+            covariances = gaussian.covariances_from_precision_cholesky(prec_chol, self.covariance_type)
+        self._set_state(weights=weights, means=means, covariances=covariances, precisions_chol=prec_chol)
+        self.uses_guide_point.fill_(False)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.means.shape[1],) if "means" in self._buffers else ()
+
+    @property
+    def n_features_in_(self) -> int:
+        self._check_is_fitted()
+        return int(self.means.shape[1])
+
+    @property
+    def weights_(self) -> np.ndarray:
+        return to_numpy(self._current()[0])
+
+    @property
+    def means_(self) -> np.ndarray:
+        return to_numpy(self._current()[1])
+
+    @property
+    def precisions_cholesky_(self) -> np.ndarray:
+        return to_numpy(self._current()[2])
+
+    @property
+    def covariances_(self) -> np.ndarray:
+        if bool(self.uses_guide_point):
+            return to_numpy(gaussian.covariances_from_sites(self.guide_params.points(), self.covariance_type))
+        self._check_is_fitted()
+        return to_numpy(self.covariances)
+
+    @property
+    def precisions_(self) -> np.ndarray:
+        return to_numpy(gaussian.precisions_from_cholesky(self._current()[2], self.covariance_type))
+
+    # ----------------------------------------------------------------- EM
+    def _initial_resp(self, X: torch.Tensor, random_state: np.random.RandomState) -> torch.Tensor:
+        """Responsibilities of the initialization, drawn exactly as sklearn draws them."""
+        n_samples = X.shape[0]
+        k = self.n_components
+        resp = np.zeros((n_samples, k))
+        if self.init_params == "kmeans":
+            labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(to_numpy(X)).labels_
+            resp[np.arange(n_samples), labels] = 1
+        elif self.init_params == "random":
+            resp = random_state.uniform(size=(n_samples, k))
+            resp /= resp.sum(axis=1)[:, np.newaxis]
+        elif self.init_params == "random_from_data":
+            resp[random_state.choice(n_samples, size=k, replace=False), np.arange(k)] = 1
+        else:
+            _, indices = kmeans_plusplus(to_numpy(X), k, random_state=random_state)
+            resp[indices, np.arange(k)] = 1
+        return torch.as_tensor(resp, dtype=X.dtype, device=X.device)
+
+    def _estimate(self, X: torch.Tensor, resp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nk = resp.sum(0) + 10 * _EPS[X.dtype]
+        means = (resp.T @ X) / nk[:, None]
+        return nk, means, gaussian.estimate_covariances(resp, X, nk, means, self.reg_covar, self.covariance_type)
+
+    def _initialize(self, X: torch.Tensor, random_state: np.random.RandomState) -> None:
+        given = self.weights_init is not None and self.means_init is not None and self.precisions_init is not None
+        if given:
+            weights = means = covariances = None
+        else:
+            nk, means, covariances = self._estimate(X, self._initial_resp(X, random_state))
+            weights = nk / X.shape[0]
+        if self.weights_init is not None:
+            weights = self._as_tensor(self.weights_init, "weights_init", ndim=1)
+        if self.means_init is not None:
+            means = self._as_tensor(self.means_init, "means_init")
+        if self.precisions_init is not None:
+            precisions = self._as_tensor(self.precisions_init, "precisions_init",
+                                         ndim=len(gaussian.covariance_shape(self.covariance_type, 1, 1)))
+            prec_chol = gaussian.precision_cholesky_from_precisions(precisions, self.covariance_type)
+            self._store(weights, means, None, prec_chol)
+        else:
+            self._store(weights, means, covariances, gaussian.precision_cholesky(covariances, self.covariance_type))
+
+    def _check_init_shapes(self, n_features: int) -> None:
+        k = self.n_components
+        checks = [("weights_init", self.weights_init, (k,)), ("means_init", self.means_init, (k, n_features)),
+                  ("precisions_init", self.precisions_init,
+                   gaussian.covariance_shape(self.covariance_type, k, n_features))]
+        for name, value, shape in checks:
+            if value is not None and tuple(np.shape(value)) != shape:
+                raise ValueError(f"The parameter '{name}' should have the shape of {shape}, "
+                                 f"but got {tuple(np.shape(value))}")
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=float)
+            if (weights < 0).any() or (weights > 1).any() or not np.isclose(weights.sum(), 1.0):
+                raise ValueError("weights_init must lie in [0, 1] and sum to 1")
+
+    def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
+        weights, means, prec_chol = self._current()
+        return gaussian.log_gaussian_prob(X, means, prec_chol, self.covariance_type) + weights.log()
+
+    def _e_step(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x_n), log responsibilities)`` under the current state."""
+        weighted = self._weighted_log_prob(X)
+        log_norm = torch.logsumexp(weighted, 1)
+        return log_norm, weighted - log_norm[:, None]
+
+    def _m_step(self, X: torch.Tensor, log_resp: torch.Tensor) -> None:
+        nk, means, covariances = self._estimate(X, log_resp.exp())
+        self._store(nk / nk.sum(), means, covariances, gaussian.precision_cholesky(covariances, self.covariance_type))
+
+    def _check_X(self, X: Any, fitting: bool = False) -> torch.Tensor:
+        tensor = self._as_tensor(X)
+        if not fitting and tensor.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {tensor.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input")
+        return tensor
+
+    def fit(self, X: Any, y: Any = None) -> GMM:
+        """Estimate the parameters with EM (``n_init`` restarts, the best lower bound kept)."""
+        self.fit_predict(X, y)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit with EM and return the component of each row (as sklearn, after a final E-step)."""
+        self._check_parameters()
+        X = self._check_X(X, fitting=True)
+        if X.shape[0] < 2:
+            raise ValueError(f"Found array with {X.shape[0]} sample(s) while a minimum of 2 is required.")
+        if X.shape[0] < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                             f"n_samples = {X.shape[0]}")
+        self._check_init_shapes(X.shape[1])
+        with torch.no_grad():
+            labels = self._run_em(X)
+        self._set_prior(X)
+        self.guide_params.set_point(gaussian_sites(self))
+        return labels
+
+    def _run_em(self, X: torch.Tensor) -> np.ndarray:
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        random_state = check_random_state(self.random_state)
+        best: tuple | None = None
+        max_lower_bound = -math.inf
+        self.converged_ = False
+        for init in range(self.n_init if do_init else 1):
+            if do_init:
+                self._initialize(X, random_state)
+            lower_bound = -math.inf if do_init else self.lower_bound_
+            bounds: list[float] = []
+            converged, n_iter = False, 0
+            for n_iter in range(1, self.max_iter + 1):
+                previous = lower_bound
+                log_norm, log_resp = self._e_step(X)
+                self._m_step(X, log_resp)
+                lower_bound = float(log_norm.mean())
+                bounds.append(lower_bound)
+                if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
+                    print(f"  Iteration {n_iter}\t change {lower_bound - previous:.5g}")
+                if abs(lower_bound - previous) < self.tol:
+                    converged = True
+                    break
+            if self.verbose:
+                print(f"Initialization {init} {'converged' if converged else 'did not converge'}: "
+                      f"lower bound {lower_bound:.5f}")
+            if lower_bound > max_lower_bound or max_lower_bound == -math.inf:
+                max_lower_bound, best = lower_bound, (self._state(), n_iter, bounds)
+                self.converged_ = converged
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different init parameters, "
+                          "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning,
+                          stacklevel=3)
+        state, self.n_iter_, self.lower_bounds_ = best
+        self._set_state(**state)
+        self.lower_bound_ = max_lower_bound
+        _, log_resp = self._e_step(X)
+        return to_numpy(log_resp.argmax(1))
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {name: self._buffers[name].clone() for name in ("weights", "means", "covariances", "precisions_chol")}
+
+    # ----------------------------------------------------------------- sklearn methods
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log-likelihood of each row, ``log p(x_n)`` (nats)."""
+        with torch.no_grad():
+            return to_numpy(torch.logsumexp(self._weighted_log_prob(self._check_X(X)), 1))
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per row (nats)."""
+        return float(self.score_samples(X).mean())
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable component of each row."""
+        with torch.no_grad():
+            return to_numpy(self._weighted_log_prob(self._check_X(X)).argmax(1))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior probability of each component for each row, shape ``(N, K)``."""
+        with torch.no_grad():
+            return to_numpy(self._e_step(self._check_X(X))[1].exp())
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        """``(X, y)``: ``n_samples`` draws grouped by component, drawn as sklearn draws them."""
+        self._check_is_fitted()
+        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least "
+                             "one sample.")
+        rng = check_random_state(self.random_state)
+        weights, means, covariances = self.weights_, self.means_, self.covariances_
+        counts = rng.multinomial(n_samples, weights)
+        if self.covariance_type == "full":
+            parts = [rng.multivariate_normal(m, c, int(n)) for m, c, n in zip(means, covariances, counts, strict=True)]
+        elif self.covariance_type == "tied":
+            parts = [rng.multivariate_normal(m, covariances, int(n)) for m, n in zip(means, counts, strict=True)]
+        else:
+            parts = [m + rng.standard_normal(size=(int(n), means.shape[1])) * np.sqrt(c)
+                     for m, c, n in zip(means, covariances, counts, strict=True)]
+        labels = np.concatenate([np.full(int(n), k, dtype=np.int64) for k, n in enumerate(counts)])
+        return np.vstack(parts), labels
+
+    def _n_parameters(self) -> int:
+        k, d = self.n_components, self.n_features_in_
+        return gaussian.n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        n = np.shape(X)[0]
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
+
+    # ----------------------------------------------------------------- GenerativeModel
+    def log_prob(self, x: torch.Tensor, **ctx: Any) -> torch.Tensor:
+        """Exact marginal ``log p(x_n)`` per row, assignments summed out (nats), shape ``(N,)``."""
+        return torch.logsumexp(self._weighted_log_prob(x.to(self.dtype)), 1)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        from ppl_dgm.validation import check_tensor
+
+        check_tensor(x, "x", event_shape=self.event_shape or None)
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
+
+    def _set_prior(self, X: torch.Tensor) -> None:
+        """Weakly informative priors centred on the data (location, spread)."""
+        spread = X.std(0).clamp_min(1e-3 * float(X.std(0).max()) + 1e-12)
+        self._set_state(prior_mean=X.mean(0), prior_spread=spread)
+
+    def setup(self, x: torch.Tensor) -> None:
+        """Before SVI/NUTS: initialize from ``x`` as EM would (no EM iterations), unless fitted."""
+        self._ensure_initialized(x)
+
+    def _ensure_initialized(self, x: torch.Tensor | None) -> None:
+        """Initialize from ``x`` as EM would, unless fitted already (or from EM)."""
+        if self._is_fitted() and self.guide_params.initialized():
+            return
+        if x is None:
+            self._check_is_fitted()
+        with torch.no_grad():
+            x = self._check_X(x, fitting=True)
+            self._check_init_shapes(x.shape[1])
+            self._initialize(x, check_random_state(self.random_state))
+            self._set_prior(x)
+            self.guide_params.set_point(gaussian_sites(self))
+
+    def model(self, x: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
+        """The story; global parameters are sample sites, ``assignment`` is enumerated."""
+        self._ensure_initialized(x)
+        k, d = self.n_components, self.n_features_in_
+        sites = {
+            "weights": pyro.sample("weights", dist.Dirichlet(torch.ones(k, dtype=self.dtype, device=self.device))),
+            "means": pyro.sample("means", dist.Normal(self.prior_mean, 3 * self.prior_spread).expand([k, d]).to_event(2)),
+        }
+        shapes = gaussian.covariance_site_shapes(self.covariance_type, k, d)
+        log_spread = self.prior_spread.log()
+        scale_loc = log_spread if self.covariance_type in ("diag", "full", "tied") else log_spread.mean()
+        sites["scales"] = pyro.sample(
+            "scales", dist.LogNormal(scale_loc, 1.5).expand(shapes["scales"]).to_event(len(shapes["scales"])))
+        if "corr_chol" in shapes:
+            lkj = dist.LKJCholesky(d, torch.ones((), dtype=self.dtype, device=self.device))
+            sites["corr_chol"] = pyro.sample("corr_chol", lkj.expand(shapes["corr_chol"][:-2]).to_event(
+                len(shapes["corr_chol"]) - 2))
+        scale_tril = gaussian.scale_tril_from_sites(sites, self.covariance_type, d)
+        with data_plate(x, n):
+            assignment = pyro.sample("assignment", dist.Categorical(sites["weights"]),
+                                     infer={"enumerate": "parallel"})
+            tril = scale_tril if self.covariance_type == "tied" else scale_tril[assignment]
+            return pyro.sample(X_SITE, dist.MultivariateNormal(sites["means"][assignment], scale_tril=tril), obs=x)
+
+    def guide(self, x: torch.Tensor | None = None, n: int | None = None) -> None:
+        """Point masses (MAP) or mean-field normals over the global parameters."""
+        self._ensure_initialized(x)
+        self.uses_guide_point.fill_(True)
+        self.guide_params()
+
+    def log_prob_at(self, x: torch.Tensor, sites: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Marginal ``log p(x_n | params)`` for a batch of parameter draws: ``(S, N)`` from sites ``(S, ...)``."""
+        d = x.shape[1]
+        tril = gaussian.scale_tril_from_sites(sites, self.covariance_type, d)
+        if self.covariance_type == "tied":
+            tril = tril.unsqueeze(-3).expand(*sites["means"].shape[:-1], d, d)
+        mixture = dist.MixtureSameFamily(dist.Categorical(sites["weights"]),
+                                         dist.MultivariateNormal(sites["means"], scale_tril=tril))
+        return mixture.log_prob(x.to(self.dtype).unsqueeze(-2)).movedim(-1, 0)
+
+
+def gaussian_sites(model: GMM) -> dict[str, torch.Tensor]:
+    """The story's site values at the EM state of ``model``."""
+    sites = gaussian.sites_from_covariances(model.covariances, model.covariance_type)
+    return {"weights": model.weights, "means": model.means, **sites}
