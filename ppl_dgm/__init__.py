@@ -16,5 +16,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DATA", "X", "Z", "Capabilities", "FitResult", "GenerativeModel", "LogLikelihood", "NonFiniteLossError",
-    "bits_per_dim", "data_plate", "datasets", "draw", "fit", "load", "log_likelihood", "models", "register_model", "save",
+    "bits_per_dim", "data_plate", "datasets", "draw", "fit", "load", "log_likelihood", "models", "register_model",
+    "save",
 ]

@@ -45,12 +45,13 @@ class Estimator(GenerativeModel):
         super().__init__()
         self._device = check_device(device)
         self._dtype = _as_dtype(dtype)
+        self._placement = {"device": device, "dtype": dtype}  # as given, for get_params
 
     # sklearn's parameter protocol (what sklearn.base.clone and grid searches use)
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor arguments, as sklearn estimators report them."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+        return {name: self._placement[name] if name in self._placement else getattr(self, name) for name in names}
 
     def set_params(self, **params: Any) -> Estimator:
         """Set constructor arguments by name; returns ``self``."""
@@ -58,6 +59,8 @@ class Estimator(GenerativeModel):
         for key, value in params.items():
             if key not in valid:
                 raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {sorted(valid)}")
+            if key in self._placement:
+                self._placement[key] = value
             setattr(self, key, value)
         return self
 
@@ -142,7 +145,8 @@ class Estimator(GenerativeModel):
                 raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
             tensor = torch.from_numpy(np.ascontiguousarray(array))
         if tensor.dim() != ndim:
-            raise ValueError(f"Expected {ndim}D array for {name}, got {tensor.dim()}D array of shape {tuple(tensor.shape)}")
+            raise ValueError(f"Expected {ndim}D array for {name}, got {tensor.dim()}D array of shape "
+                             f"{tuple(tensor.shape)}")
         if tensor.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)})")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

@@ -15,8 +15,8 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
-from ppl_dgm.core import X as X_SITE
 from ppl_dgm.core import Capabilities, data_plate
+from ppl_dgm.core import X as X_SITE
 from ppl_dgm.infer.guides import GlobalGuide, GuideKind
 from ppl_dgm.models import gaussian
 from ppl_dgm.models.estimator import Estimator, to_numpy
@@ -70,7 +70,8 @@ class GMM(Estimator):
         dtype: str | torch.dtype | None = None,
     ) -> None:
         super().__init__(device, dtype)
-        self.n_components, self.covariance_type, self.tol, self.reg_covar = n_components, covariance_type, tol, reg_covar
+        self.n_components, self.covariance_type = n_components, covariance_type
+        self.tol, self.reg_covar = tol, reg_covar
         self.max_iter, self.n_init, self.init_params = max_iter, n_init, init_params
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
         self.random_state, self.warm_start, self.verbose, self.verbose_interval = (
@@ -220,6 +221,8 @@ class GMM(Estimator):
 
     def _check_X(self, X: Any, fitting: bool = False) -> torch.Tensor:
         tensor = self._as_tensor(X)
+        if not fitting:
+            self._check_is_fitted()  # before the properties: their AttributeError would be masked
         if not fitting and tensor.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {tensor.shape[1]} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input")
@@ -380,7 +383,8 @@ class GMM(Estimator):
         k, d = self.n_components, self.n_features_in_
         sites = {
             "weights": pyro.sample("weights", dist.Dirichlet(torch.ones(k, dtype=self.dtype, device=self.device))),
-            "means": pyro.sample("means", dist.Normal(self.prior_mean, 3 * self.prior_spread).expand([k, d]).to_event(2)),
+            "means": pyro.sample("means",
+                                 dist.Normal(self.prior_mean, 3 * self.prior_spread).expand([k, d]).to_event(2)),
         }
         shapes = gaussian.covariance_site_shapes(self.covariance_type, k, d)
         log_spread = self.prior_spread.log()
