@@ -17,8 +17,10 @@ from ppl_dgm import io, plots
 from ppl_dgm.core import draw
 from ppl_dgm.datasets import dataset_info, list_datasets, load_dataset
 from ppl_dgm.evaluation import log_likelihood
+from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.infer import NonFiniteLossError, fit
 from ppl_dgm.models import get_model_class, list_models
+from ppl_dgm.models.estimator import Estimator
 from ppl_dgm.validation import check_device
 
 RUN_FILE = "run.json"
@@ -132,38 +134,74 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
         options = saved["options"]
     else:
         options = _model_options(args.model, args.option)
-        model = get_model_class(args.model)(**options).to(device)
+        model_class = get_model_class(args.model)
+        if "random_state" in inspect.signature(model_class.__init__).parameters:
+            options.setdefault("random_state", args.seed)
+        model = model_class(**options).to(device)
+    engine = args.engine if args.engine != "auto" else ("em" if isinstance(model, Estimator) else "svi")
+    if engine == "em" and not isinstance(model, Estimator):
+        raise UsageError(f"model {args.model} has no EM/closed-form fit; use --engine svi")
     train = load_dataset(args.data, "train", device=device)
     val = load_dataset(args.data, "val", device=device)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "objective", "num_particles",
+    settings = {k: getattr(args, k) for k in ("engine", "epochs", "batch_size", "lr", "objective", "num_particles",
                                                "patience", "seed")}
-    run = {"model": args.model.lower(), "data": args.data, "options": options, "fit": settings,
+    run = {"model": args.model.lower(), "data": args.data, "options": options, "fit": {**settings, "engine": engine},
            "device": str(device)}
     io.atomic_write(out / RUN_FILE, json.dumps(run, indent=2).encode())
-    result = fit(model, train.x, val=val.x, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                 objective=args.objective, num_particles=args.num_particles, patience=args.patience,
-                 seed=args.seed, device=device, progress=not args.no_progress, checkpoint_dir=out,
-                 resume=args.resume)
-    metrics: dict[str, Any] = {
-        "train_loss": result.train_loss, "val_loss": result.val_loss, "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early, "fit_seconds": result.seconds, "unit": "nats per example",
-    }
+    metrics = _fit_em(model, train.x, val.x, args, out) if engine == "em" else _fit_svi(model, train.x, val.x, args, out)
     if args.eval_samples:
         metrics["test"] = _evaluate(model, args.data, "test", args.eval_samples, None)
     io.atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=2).encode())
-    plots.training_curve(result.train_loss, result.val_loss, out / CURVE_FILE, result.best_epoch)
     _save_samples(model, args.data, 64, out / SAMPLES_FILE, args.seed)
-    line = f"fitted {args.model} on {args.data}: best validation loss {result.best_val_loss:.2f} nats at epoch " \
-           f"{result.best_epoch} ({result.epochs_run} epochs, {result.seconds:.0f} s)"
+    line = f"fitted {args.model} on {args.data} ({engine}): {metrics['summary']}"
     if "test" in metrics:
         test = metrics["test"]
         line += f"; test NLL {test['test_nll_nats']:.2f} ± {test['test_nll_stderr']:.2f} nats ({test['kind']})"
     print(line)
-    print(f"results in {out}: {io.CONFIG_FILE} + {io.WEIGHTS_FILE} (checkpoint), {io.TRAINER_FILE} (to resume), "
+    resumable = f"{io.TRAINER_FILE} (to resume), " if engine == "svi" else ""
+    print(f"results in {out}: {io.CONFIG_FILE} + {io.WEIGHTS_FILE} (checkpoint), {resumable}"
           f"{RUN_FILE}, {METRICS_FILE}, {CURVE_FILE}, {SAMPLES_FILE}")
     return metrics
+
+
+def _fit_svi(model: Any, train: torch.Tensor, val: torch.Tensor, args: argparse.Namespace, out: Path
+             ) -> dict[str, Any]:
+    result = fit(model, train, val=val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                 objective=args.objective, num_particles=args.num_particles, patience=args.patience,
+                 seed=args.seed, device=model.device, progress=not args.no_progress, checkpoint_dir=out,
+                 resume=args.resume)
+    plots.training_curve(result.train_loss, result.val_loss, out / CURVE_FILE, result.best_epoch)
+    return {
+        "engine": "svi", "train_loss": result.train_loss, "val_loss": result.val_loss,
+        "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early, "fit_seconds": result.seconds, "unit": "nats per example",
+        "summary": f"best validation loss {result.best_val_loss:.2f} nats at epoch {result.best_epoch} "
+                   f"({result.epochs_run} epochs, {result.seconds:.0f} s)",
+    }
+
+
+def _fit_em(model: Any, train: torch.Tensor, val: torch.Tensor, args: argparse.Namespace, out: Path
+            ) -> dict[str, Any]:
+    """The estimator's own fit (EM or closed form), on dequantized data where the model is a density."""
+    if args.resume:
+        raise UsageError("--resume continues SVI fits; an EM fit starts again from its initialization")
+    if needs_dequantization(model, train):
+        generator = torch.Generator(device=train.device).manual_seed(args.seed)
+        train = train + torch.rand(train.shape, generator=generator, device=train.device, dtype=train.dtype)
+    start = time.perf_counter()
+    model.fit_data(train)
+    seconds = time.perf_counter() - start
+    io.save(model, out)
+    history = [-value for value in model.fit_history()]
+    val_nll = log_likelihood(model, val, num_samples=1).nll
+    plots.training_curve(history, [], out / CURVE_FILE, unit="negative log-likelihood per example (nats)",
+                         xlabel="EM iteration")
+    return {
+        "engine": "em", "train_nll_per_iteration": history, "val_nll": val_nll, "fit_seconds": seconds,
+        "unit": "nats per example",
+        "summary": f"{len(history)} iterations in {seconds:.1f} s; validation NLL {val_nll:.2f} nats",
+    }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -208,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model name (see 'ppl-dgm list')")
     p.add_argument("--data", required=True, help="dataset name (see 'ppl-dgm list')")
     p.add_argument("--out", required=True, help="directory for checkpoint, metrics and figures")
+    p.add_argument("--engine", choices=["auto", "em", "svi"], default="auto",
+                   help="em: the estimator's own EM/closed-form fit; svi: ppl_dgm.fit (default: em where the "
+                        "model has one)")
     p.add_argument("--epochs", type=_count(1), default=1000, help="maximum number of epochs (default 1000)")
     p.add_argument("--batch-size", type=_count(1), default=100)
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")

@@ -21,15 +21,15 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 
 
 def training_curve(train_loss: list[float], val_loss: list[float], path: str | Path,
-                   best_epoch: int | None = None, unit: str = "nats / example") -> Path:
-    """Plot per-epoch training (and validation) loss; mark the restored best epoch."""
+                   best_epoch: int | None = None, unit: str = "nats / example", xlabel: str = "epoch") -> Path:
+    """Plot per-epoch (or per-iteration) training and validation loss; mark the restored best epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(range(len(train_loss)), train_loss, label="train")
     if val_loss:
         ax.plot(range(len(val_loss)), val_loss, label="validation")
     if best_epoch is not None:
         ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"loss ({unit})")
     values = train_loss + val_loss
     if values:  # the first epochs dwarf the rest; show the interesting range

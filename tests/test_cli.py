@@ -108,3 +108,16 @@ def test_the_seed_fixes_the_fit(tmp_path):
         assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--epochs", "1", "--eval-samples", "0",
                      "--no-progress", "-O", "hidden_dims=[8]", "--seed", "4"]) == 0
     assert (outs[0] / io.WEIGHTS_FILE).read_bytes() == (outs[1] / io.WEIGHTS_FILE).read_bytes()
+
+
+def test_estimators_fit_by_em_and_are_scored_with_the_dequantization_bound(tmp_path, capsys):
+    out = tmp_path / "gmm"
+    assert main(["fit", "gmm", "--data", "digits", "--out", str(out), "--no-progress", "--eval-samples", "1",
+                 "-O", "n_components=2", "-O", "covariance_type=diag"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["engine"] == "em" and metrics["test"]["kind"] == "bound"
+    assert metrics["train_nll_per_iteration"] == sorted(metrics["train_nll_per_iteration"], reverse=True)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_nll_nats"] == pytest.approx(metrics["test"]["test_nll_nats"])
+    assert main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "v"), "--engine", "em"]) == 2

@@ -108,6 +108,11 @@ class Estimator(GenerativeModel):
         the data sets yield them, ``(N, *event_shape)``; what ``ppl-dgm fit --engine em`` runs."""
         return self.fit(x)
 
+    def fit_history(self) -> list[float]:
+        """Mean log-likelihood per example (nats) after each iteration of the last ``fit``
+        (one value for a closed-form fit); the CLI draws it as the training curve."""
+        return list(getattr(self, "lower_bounds_", []))
+
     def _is_fitted(self) -> bool:
         return all(name in self._buffers for name in self._state_names)
 

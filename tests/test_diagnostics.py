@@ -1,0 +1,84 @@
+"""NUTS and ArviZ: InferenceData groups, the marginal pointwise log-likelihood, R-hat/ESS, LOO."""
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+import ppl_dgm
+from ppl_dgm.diagnostics import to_inference_data
+from ppl_dgm.infer.mcmc import nuts
+from ppl_dgm.models import GMM
+
+
+@pytest.fixture(scope="module")
+def clusters() -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    return torch.as_tensor(np.vstack([rng.normal(0, 0.5, (40, 2)), rng.normal(3, 0.5, (30, 2))]))
+
+
+@pytest.fixture(scope="module")
+def nuts_fit(clusters):
+    model = GMM(2, covariance_type="diag", random_state=0).fit(clusters)
+    return model, nuts(model, clusters, num_samples=30, warmup_steps=30, num_chains=2, progress=False)
+
+
+def test_nuts_runs_several_chains_near_the_fit(nuts_fit):
+    model, run = nuts_fit
+    assert run.num_chains == 2 and run.num_draws == 30
+    assert set(run.samples) == {"weights", "means", "scales"}
+    assert run.samples["means"].shape == (2, 30, 2, 2)
+    # chains start at the EM solution, so components keep their labels
+    centre = torch.as_tensor(model.means_)
+    assert (run.samples["means"].mean((0, 1)) - centre).abs().max() < 0.3
+
+
+def test_inference_data_from_nuts(nuts_fit, clusters):
+    model, run = nuts_fit
+    idata = to_inference_data(model, clusters, run)
+    for group in ("posterior", "posterior_predictive", "log_likelihood", "observed_data"):
+        assert hasattr(idata, group), group
+    assert idata.log_likelihood["x"].shape == (2, 30, 70)
+    assert idata.posterior_predictive["x"].shape == (2, 30, 70, 2)
+    # the pointwise log-likelihood is the marginal one: at each draw, log sum_k w_k N(x | mu_k, s_k)
+    draw = {name: torch.as_tensor(idata.posterior[name].values[1, 7]) for name in ("weights", "means", "scales")}
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(draw["weights"]),
+        torch.distributions.Independent(torch.distributions.Normal(draw["means"], draw["scales"]), 1))
+    np.testing.assert_allclose(idata.log_likelihood["x"].values[1, 7], mixture.log_prob(clusters).numpy(),
+                               rtol=1e-10)
+    summary = az.summary(idata, var_names=["means"])
+    assert {"r_hat", "ess_bulk", "ess_tail"} <= set(summary.columns)
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo)
+
+
+def test_inference_data_from_an_svi_fit(clusters):
+    model = GMM(2, covariance_type="spherical", random_state=0, posterior="normal")
+    ppl_dgm.fit(model, clusters, epochs=20, batch_size=35, lr=0.05, progress=False)
+    idata = to_inference_data(model, clusters, num_draws=40, predictive=False)
+    assert idata.posterior["means"].shape == (1, 40, 2, 2)
+    assert idata.posterior["means"].values.std(axis=1).max() > 0  # draws from the mean-field posterior
+    assert idata.log_likelihood["x"].shape == (1, 40, 70)
+    assert not hasattr(idata, "posterior_predictive")
+
+
+def test_bad_arguments(clusters):
+    model = GMM(2, random_state=0).fit(clusters)
+    with pytest.raises(ValueError, match="num_chains"):
+        nuts(model, clusters, num_chains=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        nuts(model, torch.full((5, 2), float("nan")))
+
+
+@pytest.mark.slow
+def test_loo_chooses_the_number_of_components(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from gmm_arviz import main
+
+    result = main(["--samples", "200", "--warmup", "200", "--out", str(tmp_path), "--no-progress"])
+    assert result["chosen"] == "K=3"
+    assert result["max_r_hat_K3"] < 1.05 and result["min_ess_bulk_K3"] > 100
