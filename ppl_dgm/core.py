@@ -54,10 +54,12 @@ def data_plate(x: torch.Tensor | None, n: int | None) -> pyro.plate:
 
 @torch.no_grad()
 def draw(model: GenerativeModel, n: int, **ctx: Any) -> torch.Tensor:
-    """``n`` examples drawn by running ``model.model`` forward; shape ``(n, *event_shape)``, float."""
+    """``n`` examples from the fitted model: ``model.model`` run forward with its global sample
+    sites held at ``model.point_estimate()``; shape ``(n, *event_shape)``, float."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    trace = poutine.trace(model.model).get_trace(None, n=n, **ctx)
+    story = poutine.condition(model.model, data=model.point_estimate())
+    trace = poutine.trace(story).get_trace(None, n=n, **ctx)
     return trace.nodes[X]["value"].to(model.dtype)
 
 
@@ -94,6 +96,11 @@ class GenerativeModel(PyroModule):
 
     def guide(self, x: torch.Tensor | None = None, n: int | None = None, **ctx: Any) -> None:
         """Variational family; empty by default (no latent variables)."""
+
+    def point_estimate(self) -> dict[str, torch.Tensor]:
+        """Values of the story's global sample sites at the fitted parameters (what `draw` and
+        ``log_prob`` use). Empty for models whose parameters are plain tensors, not sites."""
+        return {}
 
     def setup(self, x: torch.Tensor) -> None:
         """Prepare for fitting on training data ``x`` (all of it) before parameters are collected.

@@ -154,3 +154,12 @@ def test_device_and_float32(data, device):
     model = GMM(3, random_state=0, device=device, dtype=torch.float32).fit(data)
     assert model.means.device.type == device.type and model.means.dtype == torch.float32
     assert model.score(data) == pytest.approx(GaussianMixture(3, random_state=0).fit(data).score(data), abs=1e-3)
+
+
+def test_draw_samples_the_fitted_mixture_not_the_prior(data):
+    model = GMM(3, covariance_type="full", random_state=0).fit(data)
+    torch.manual_seed(0)
+    draws = ppl_dgm.draw(model, 4000).numpy()
+    np.testing.assert_allclose(draws.mean(0), data.mean(0), atol=0.15)
+    np.testing.assert_allclose(np.cov(draws.T), np.cov(data.T), atol=0.4)
+    assert not bool(model.uses_guide_point)  # drawing leaves the EM state in charge

@@ -361,8 +361,17 @@ class GMM(Estimator):
         self._set_state(prior_mean=X.mean(0), prior_spread=spread)
 
     def setup(self, x: torch.Tensor) -> None:
-        """Before SVI/NUTS: initialize from ``x`` as EM would (no EM iterations), unless fitted."""
+        """Before SVI/NUTS: initialize from ``x`` as EM would (no EM iterations), unless fitted;
+        from now on the fitted attributes follow the guide's point."""
         self._ensure_initialized(x)
+        self.uses_guide_point.fill_(True)
+
+    def point_estimate(self) -> dict[str, torch.Tensor]:
+        """The global sites at the EM state, or at the guide's point after SVI."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            return {name: value.detach() for name, value in self.guide_params.points().items()}
+        return gaussian_sites(self)
 
     def _ensure_initialized(self, x: torch.Tensor | None) -> None:
         """Initialize from ``x`` as EM would, unless fitted already (or from EM)."""
@@ -405,7 +414,6 @@ class GMM(Estimator):
     def guide(self, x: torch.Tensor | None = None, n: int | None = None) -> None:
         """Point masses (MAP) or mean-field normals over the global parameters."""
         self._ensure_initialized(x)
-        self.uses_guide_point.fill_(True)
         self.guide_params()
 
     def log_prob_at(self, x: torch.Tensor, sites: dict[str, torch.Tensor]) -> torch.Tensor:
