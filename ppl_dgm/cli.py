@@ -149,7 +149,8 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     run = {"model": args.model.lower(), "data": args.data, "options": options, "fit": {**settings, "engine": engine},
            "device": str(device)}
     io.atomic_write(out / RUN_FILE, json.dumps(run, indent=2).encode())
-    metrics = _fit_em(model, train.x, val.x, args, out) if engine == "em" else _fit_svi(model, train.x, val.x, args, out)
+    fit_with = _fit_em if engine == "em" else _fit_svi
+    metrics = fit_with(model, train.x, val.x, args, out)
     if args.eval_samples:
         metrics["test"] = _evaluate(model, args.data, "test", args.eval_samples, None)
     io.atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=2).encode())

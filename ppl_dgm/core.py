@@ -102,8 +102,9 @@ class GenerativeModel(PyroModule):
         ``log_prob`` use). Empty for models whose parameters are plain tensors, not sites."""
         return {}
 
-    def setup(self, x: torch.Tensor) -> None:
-        """Prepare for fitting on training data ``x`` (all of it) before parameters are collected.
+    def setup(self, x: torch.Tensor, **ctx: Any) -> None:
+        """Prepare for fitting on training data ``x`` (all of it, with its per-example context)
+        before parameters are collected.
 
         The default does nothing; models whose parameters depend on the data (their shape, a
         data-driven initialization or prior) create them here.

@@ -103,8 +103,8 @@ def nuts(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     batch = prepare_data(data, model, "data", model.device, model.dtype)
-    model.setup(batch[X])
     context = {k: v for k, v in batch.items() if k != X}
+    model.setup(batch[X], **context)
     start = global_site_values(model, batch) if callable(getattr(model, "guide", None)) else {}
     samples: dict[str, list[torch.Tensor]] = {}
     divergences = []

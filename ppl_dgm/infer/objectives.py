@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -114,9 +115,11 @@ class PyroObjective:
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
         scale = _ScaleDataPlate(dataset_size / batch[X].shape[0])
         args = (scale(model.model), scale(model.guide), batch[X])
-        if not torch.is_grad_enabled():
-            return torch.as_tensor(self.elbo.loss(*args, **_context(batch)))
-        return self.elbo.differentiable_loss(*args, **_context(batch))
+        with warnings.catch_warnings():  # states summed out inside a distribution (DiscreteHMM) are fine
+            warnings.filterwarnings("ignore", message=".*found no sample sites configured for enumeration")
+            if not torch.is_grad_enabled():
+                return torch.as_tensor(self.elbo.loss(*args, **_context(batch)))
+            return self.elbo.differentiable_loss(*args, **_context(batch))
 
 
 def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,

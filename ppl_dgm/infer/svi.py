@@ -155,7 +155,7 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
 
-    model.setup(add_uniform_noise(train[X]) if dequantize else train[X])
+    model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **{k: v for k, v in train.items() if k != X})
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     result = FitResult()

@@ -360,7 +360,7 @@ class GMM(Estimator):
         spread = X.std(0).clamp_min(1e-3 * float(X.std(0).max()) + 1e-12)
         self._set_state(prior_mean=X.mean(0), prior_spread=spread)
 
-    def setup(self, x: torch.Tensor) -> None:
+    def setup(self, x: torch.Tensor, **ctx: Any) -> None:
         """Before SVI/NUTS: initialize from ``x`` as EM would (no EM iterations), unless fitted;
         from now on the fitted attributes follow the guide's point."""
         self._ensure_initialized(x)

@@ -1,0 +1,704 @@
+"""Hidden Markov model: a drop-in for hmmlearn's GaussianHMM / CategoricalHMM (batched Baum-Welch
+in torch) and a Pyro story with the hidden states summed out exactly."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from hmmlearn.base import ConvergenceMonitor
+from pyro.distributions import constraints
+from sklearn.cluster import KMeans
+from sklearn.utils import check_random_state
+
+from ppl_dgm.core import Capabilities, data_plate
+from ppl_dgm.core import X as X_SITE
+from ppl_dgm.infer.guides import GlobalGuide, GuideKind
+from ppl_dgm.models import gaussian
+from ppl_dgm.models import hmm_inference as kernels
+from ppl_dgm.models.estimator import Estimator, to_numpy
+from ppl_dgm.models.registry import register_model
+
+_log = logging.getLogger(__name__)
+Emission = Literal["gaussian", "categorical"]
+LETTERS = {"gaussian": "stmc", "categorical": "ste"}
+ROWS_PER_PASS = 2**22  # elements of the (draws, N, T, K, D) emission tensor evaluated at once in log_prob_at
+
+
+def _parameter(name: str, doc: str) -> property:
+    """A fitted attribute: numpy out (EM's state or the guide's point), any array-like in."""
+    return property(lambda self: self._get(name), lambda self, value: self._assign(name, value), doc=doc)
+
+
+@register_model("hmm")
+class HMM(Estimator):
+    """Hidden Markov model; the arguments, methods and fitted attributes of hmmlearn's
+    ``GaussianHMM`` (``emission="gaussian"``) and ``CategoricalHMM`` (``emission="categorical"``),
+    with Baum-Welch run in torch over all sequences at once on ``device``.
+
+    As a Pyro story: ``startprob ~ Dirichlet(1)``, each row of ``transmat ~ Dirichlet(1)``, and
+    either Gaussian emissions (``means ~ N(m, 3 s)``, per-dimension ``scales ~ LogNormal``, and for
+    full/tied covariances ``corr_chol ~ LKJ(1)``, the prior centred on the data as in `GMM`) or
+    categorical ones (rows of ``emissionprob ~ Dirichlet(1)``). Each sequence ``x_n`` of shape
+    ``(T, D)`` (categorical: ``(T, 1)`` symbol ids) is observed through ``DiscreteHMM``, which sums
+    the hidden states out exactly; steps past ``lengths[n]`` are masked out. ``guide`` is a point
+    mass at the parameters (``posterior="map"``) or a mean-field normal (``posterior="normal"``).
+
+    Args (beyond hmmlearn's):
+        emission: ``"gaussian"`` or ``"categorical"``.
+        params, init_params: hmmlearn's letters (``"stmc"`` / ``"ste"``); ``None`` means all.
+        implementation: accepted for compatibility; both values run the same scaled algorithm,
+            which neither underflows nor needs logarithms in its inner loop.
+        posterior: the guide used by :func:`ppl_dgm.fit`.
+        device, dtype: where and in which floating dtype the state lives and EM runs.
+    """
+
+    max_plate_nesting = 1
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        emission: Emission = "gaussian",
+        covariance_type: gaussian.CovarianceType = "diag",
+        min_covar: float = 1e-3,
+        startprob_prior: Any = 1.0,
+        transmat_prior: Any = 1.0,
+        means_prior: Any = 0,
+        means_weight: Any = 0,
+        covars_prior: Any = 1e-2,
+        covars_weight: Any = 1,
+        emissionprob_prior: Any = 1.0,
+        n_features: int | None = None,
+        algorithm: Literal["viterbi", "map"] = "viterbi",
+        random_state: int | np.random.RandomState | None = None,
+        n_iter: int = 10,
+        tol: float = 1e-2,
+        verbose: bool = False,
+        params: str | None = None,
+        init_params: str | None = None,
+        implementation: Literal["log", "scaling"] = "log",
+        posterior: GuideKind = "map",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        super().__init__(device, dtype)
+        self.n_components, self.emission, self.covariance_type, self.min_covar = (
+            n_components, emission, covariance_type, min_covar)
+        self.startprob_prior, self.transmat_prior, self.emissionprob_prior = (
+            startprob_prior, transmat_prior, emissionprob_prior)
+        self.means_prior, self.means_weight, self.covars_prior, self.covars_weight = (
+            means_prior, means_weight, covars_prior, covars_weight)
+        self.n_features, self.algorithm, self.random_state = n_features, algorithm, random_state
+        self.n_iter, self.tol, self.verbose = n_iter, tol, verbose
+        self.params, self.init_params, self.implementation = params, init_params, implementation
+        self.posterior = posterior
+        self._check_parameters()
+        sites: dict[str, Any] = {"startprob": constraints.simplex, "transmat": constraints.simplex}
+        if emission == "categorical":
+            sites["emissionprob"] = constraints.simplex
+        else:
+            sites.update(means=constraints.real, scales=constraints.positive)
+            if covariance_type in ("full", "tied"):
+                sites["corr_chol"] = constraints.corr_cholesky
+        self.guide_params = GlobalGuide(sites, posterior)
+        self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
+        self.monitor_ = ConvergenceMonitor(tol, n_iter, verbose)
+        self._n_sequences = 1
+
+    def _check_parameters(self) -> None:
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+        if self.emission not in LETTERS:
+            raise ValueError(f"emission must be 'gaussian' or 'categorical', got {self.emission!r}")
+        if self.emission == "gaussian":
+            gaussian.check_covariance_type(self.covariance_type)
+        if self.algorithm not in ("viterbi", "map"):
+            raise ValueError(f"algorithm must be 'viterbi' or 'map', got {self.algorithm!r}")
+        if self.implementation not in ("log", "scaling"):
+            raise ValueError(f"implementation must be 'log' or 'scaling', got {self.implementation!r}")
+        if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
+            raise ValueError(f"n_iter must be a non-negative integer, got {self.n_iter!r}")
+        if self.n_features is not None and (not isinstance(self.n_features, (int, np.integer)) or self.n_features < 1):
+            raise ValueError(f"n_features must be a positive integer or None, got {self.n_features!r}")
+
+    # ----------------------------------------------------------------- state
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        data = "discrete" if self.emission == "categorical" else "continuous"
+        return Capabilities(likelihood="exact", data=data, discrete_latents=True, sequential=True)
+
+    @property
+    def _state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        emission = ("emissionprob",) if self.emission == "categorical" else ("means", "covars")
+        return ("startprob", "transmat", *emission)
+
+    @property
+    def _letters(self) -> str:
+        return LETTERS[self.emission]
+
+    def _updates(self) -> str:
+        return self._letters if self.params is None else self.params
+
+    def _current(self) -> dict[str, torch.Tensor]:
+        """The parameters: EM's state, or the guide's point after SVI (covariances in hmmlearn's shapes)."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            return self._params_from_sites(self.guide_params.points())
+        return {name: self._buffers[name] for name in self._state_names}
+
+    def _params_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        values = {"startprob": sites["startprob"], "transmat": sites["transmat"]}
+        if self.emission == "categorical":
+            values["emissionprob"] = sites["emissionprob"]
+        else:
+            values["means"] = sites["means"]
+            values["covars"] = gaussian.covariances_from_sites(sites, self.covariance_type)
+        return values
+
+    def _materialize(self) -> None:
+        """Copy the guide's point (after SVI) into the EM state."""
+        if bool(self.uses_guide_point):
+            with torch.no_grad():
+                self._set_state(**{k: v.detach() for k, v in self._current().items()})
+            self.uses_guide_point.fill_(False)
+
+    def _assign(self, name: str, value: Any) -> None:
+        self._materialize()
+        tensor = torch.as_tensor(np.array(value, dtype=np.float64), dtype=self.dtype, device=self.device)
+        self._set_state(**{name: tensor})
+
+    def _get(self, name: str) -> np.ndarray:
+        return to_numpy(self._current()[name])
+
+    startprob_ = _parameter("startprob", "Initial state distribution ``(n_components,)``.")
+    transmat_ = _parameter("transmat", "Transition probabilities ``(n_components, n_components)`` (rows: from-state).")
+    means_ = _parameter("means", "Gaussian means ``(n_components, n_features)``.")
+    emissionprob_ = _parameter("emissionprob", "Symbol probabilities ``(n_components, n_features)``.")
+
+    @property
+    def covars_(self) -> np.ndarray:
+        """Covariances as full matrices ``(n_components, n_features, n_features)`` (hmmlearn's getter)."""
+        covars, k = self._current()["covars"], self.n_components
+        d = self._current()["means"].shape[1]
+        if self.covariance_type == "spherical":
+            return to_numpy(covars[:, None, None] * torch.eye(d, dtype=covars.dtype, device=covars.device))
+        return to_numpy(gaussian.full_covariances(covars, self.covariance_type, k).clone())
+
+    @covars_.setter
+    def covars_(self, value: Any) -> None:
+        covars = np.array(value, dtype=np.float64)
+        kernels.validate_covars(covars, self.covariance_type, self.n_components)
+        self._assign("covars", covars)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        if "max_length" not in self._buffers or self.n_features is None:
+            return ()
+        return (int(self.max_length), 1 if self.emission == "categorical" else int(self.n_features))
+
+    # ----------------------------------------------------------------- input checks
+    def _check_X(self, X: Any, fitting: bool = False) -> torch.Tensor:
+        """``(n, D)`` floats (gaussian) or ``(n,)`` symbol ids (categorical) on the device."""
+        if not fitting:
+            self._check_is_fitted()
+        if self.emission == "categorical":
+            symbols = self._as_tensor(X, "X", integer=True)
+            if symbols.shape[1] != 1:
+                raise ValueError(f"categorical emissions need X of shape (n_samples, 1) holding symbol ids, "
+                                 f"got shape {tuple(symbols.shape)}")
+            symbols = symbols[:, 0]
+            largest = int(symbols.max())
+            if fitting and self.n_features is None:
+                self.n_features = largest + 1
+            known = self.n_features if fitting else self._current()["emissionprob"].shape[1]
+            if largest > known - 1:
+                raise ValueError(f"Largest symbol is {largest} but the model only emits symbols up to {known - 1}")
+            return symbols
+        tensor = self._as_tensor(X, "X")
+        if fitting and self.n_features is None:
+            self.n_features = int(tensor.shape[1])
+        expected = self.n_features if fitting else self._current()["means"].shape[1]
+        if expected is not None and tensor.shape[1] != expected:
+            raise ValueError(f"Unexpected number of dimensions, got {tensor.shape[1]} but expected {expected}")
+        return tensor
+
+    @staticmethod
+    def _check_lengths(lengths: Any, n_samples: int) -> list[int]:
+        if lengths is None:
+            return [n_samples]
+        array = np.asarray(lengths.detach().cpu() if isinstance(lengths, torch.Tensor) else lengths)
+        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"lengths must be a non-empty 1-D sequence of positive integers, got {lengths!r}")
+        if (array != np.round(array)).any() or (array < 1).any():
+            raise ValueError(f"lengths must hold positive integers, got {array.tolist()}")
+        if int(array.sum()) != n_samples:
+            raise ValueError(f"lengths array {array.tolist()} doesn't sum to {n_samples} samples")
+        return [int(n) for n in array]
+
+    def _check_sum_1(self, name: str, value: torch.Tensor) -> None:
+        sums = to_numpy(value.sum(-1))
+        if not np.allclose(sums, 1):
+            raise ValueError(f"{name} must sum to 1 (got {float(sums):.4f})" if sums.ndim == 0
+                             else f"{name} rows must sum to 1 (got row sums of {sums})")
+
+    def _check(self) -> None:
+        """hmmlearn's ``_check``: shapes, and distributions that sum to one."""
+        state, k = self._current(), self.n_components
+        if state["startprob"].shape != (k,):
+            raise ValueError("startprob_ must have length n_components")
+        self._check_sum_1("startprob_", state["startprob"])
+        if state["transmat"].shape != (k, k):
+            raise ValueError("transmat_ must have shape (n_components, n_components)")
+        self._check_sum_1("transmat_", state["transmat"])
+        if self.emission == "categorical":
+            if self.n_features is None and state["emissionprob"].dim() == 2:
+                self.n_features = int(state["emissionprob"].shape[1])
+            if state["emissionprob"].shape != (k, self.n_features):
+                raise ValueError(f"emissionprob_ must have shape ({k}, {self.n_features})")
+            self._check_sum_1("emissionprob_", state["emissionprob"])
+            return
+        means = state["means"]
+        if means.dim() != 2 or means.shape[0] != k or self.n_features not in (None, means.shape[1]):
+            raise ValueError(f"means_ must have shape (n_components, n_features) = ({k}, {self.n_features or 'D'}), "
+                             f"got {tuple(means.shape)}")
+        self.n_features = int(means.shape[1])
+        shape = gaussian.covariance_shape(self.covariance_type, k, self.n_features)
+        if tuple(state["covars"].shape) != shape:
+            raise ValueError(f"covars_ of a {self.covariance_type!r} model must have shape {shape}, "
+                             f"got {tuple(state['covars'].shape)}")
+
+    # ----------------------------------------------------------------- initialization (hmmlearn's _init)
+    def _needs_init(self, code: str, name: str) -> bool:
+        init_params = self._letters if self.init_params is None else self.init_params
+        return code in init_params or name not in self._buffers
+
+    def _n_fit_scalars_per_param(self) -> dict[str, int]:
+        k, d = self.n_components, int(self.n_features)
+        counts = {"s": k - 1, "t": k * (k - 1)}
+        if self.emission == "categorical":
+            return {**counts, "e": k * (d - 1)}
+        covars = {"spherical": k, "diag": k * d, "full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2}
+        return {**counts, "m": k * d, "c": covars[self.covariance_type]}
+
+    def _init(self, X: torch.Tensor) -> None:
+        k = self.n_components
+        new: dict[str, Any] = {}
+        random_state = check_random_state(self.random_state)
+        if self._needs_init("s", "startprob"):
+            new["startprob"] = random_state.dirichlet(np.full(k, 1.0 / k))
+        if self._needs_init("t", "transmat"):
+            new["transmat"] = random_state.dirichlet(np.full(k, 1.0 / k), size=k)
+        if self.emission == "categorical":
+            if self._needs_init("e", "emissionprob"):
+                emissionprob = check_random_state(self.random_state).rand(k, self.n_features)
+                new["emissionprob"] = emissionprob / emissionprob.sum(1, keepdims=True)
+        else:
+            if self._needs_init("m", "means"):
+                kmeans = KMeans(n_clusters=k, random_state=self.random_state, n_init=10).fit(to_numpy(X))
+                new["means"] = kmeans.cluster_centers_
+            if self._needs_init("c", "covars"):
+                cov = np.atleast_2d(np.cov(to_numpy(X).T)) + self.min_covar * np.eye(X.shape[1])
+                new["covars"] = {"spherical": np.full(k, cov.mean()), "diag": np.tile(np.diag(cov), (k, 1)),
+                                 "full": np.tile(cov, (k, 1, 1)), "tied": cov}[self.covariance_type]
+        for name, value in new.items():
+            self._assign(name, value)
+        scalars = sum(self._n_fit_scalars_per_param().get(p, 0) for p in self._updates())
+        size = X.numel() if self.emission == "gaussian" else X.shape[0]
+        if size < scalars:
+            _log.warning("Fitting a model with %d free scalar parameters with only %d data points will result in "
+                         "a degenerate solution.", scalars, size)
+
+    # ----------------------------------------------------------------- emissions
+    def _prepare(self, X: torch.Tensor, layout: kernels.Layout) -> dict[str, torch.Tensor]:
+        """Rows of the data in the kernels' layout, flattened (zeros at padded steps): ``symbols``
+        (categorical); ``z = [x, x^2, 1]`` (diag/spherical: emission log-densities and the M-step's
+        sums are each one matrix product with it); ``z = [x, 1]`` and ``x`` (full/tied)."""
+        if self.emission == "categorical":
+            return {"symbols": kernels.to_layout(X.unsqueeze(1), layout).view(-1)}
+        x = kernels.to_layout(X, layout).view(-1, X.shape[1])
+        ones = torch.ones(x.shape[0], 1, dtype=X.dtype, device=X.device)
+        if self.covariance_type in ("diag", "spherical"):
+            return {"z": torch.cat([x, x * x, ones], 1)}
+        return {"z": torch.cat([x, ones], 1), "x": x}
+
+    def _log_frame(self, data: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                   workspace: kernels.Workspace | None = None) -> torch.Tensor:
+        """Emission log-probabilities ``log p(x_t | state k)`` of the prepared rows, ``(rows, K)``
+        (hmmlearn's densities: variances floored at the smallest normal float, a failed Cholesky
+        factor retried with ``1e-7`` on the diagonal)."""
+        rows = next(iter(data.values())).shape[0]
+        out = kernels.buffer(workspace, "log_frame", (rows, self.n_components), state["startprob"])
+        if self.emission == "categorical":
+            return torch.index_select(state["emissionprob"].log().T, 0, data["symbols"], out=out)
+        return kernels.gaussian_log_frame(data, state["means"], state["covars"], self.covariance_type, out)
+
+    # ----------------------------------------------------------------- EM
+    def fit(self, X: Any, lengths: Any = None) -> HMM:
+        """Estimate the parameters with Baum-Welch (hmmlearn's initialization, updates, priors and
+        convergence monitor), over all sequences at once."""
+        self._check_parameters()
+        X = self._check_X(X, fitting=True)
+        lengths = self._check_lengths(lengths, X.shape[0])
+        if X.shape[0] < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                             f"n_samples = {X.shape[0]}")
+        with torch.no_grad():
+            self._materialize()
+            self._init(X)
+            self._check()
+            layout = kernels.make_layout(lengths, self.device, n_states=self.n_components)
+            data = self._prepare(X, layout)
+            shape = (*layout.mask.shape, self.n_components)
+            workspace: kernels.Workspace = {}
+            monitor = self.monitor_
+            monitor.tol, monitor.n_iter, monitor.verbose = self.tol, self.n_iter, self.verbose
+            monitor._reset()
+            for _ in range(self.n_iter):
+                log_frame = self._log_frame(data, self._buffers, workspace).view(shape)
+                result = kernels.forward_backward(self.startprob, self.transmat, log_frame, layout,
+                                                  workspace=workspace)
+                log_prob = float(result.log_likelihood.sum())
+                self._m_step(result, data)
+                monitor.report(log_prob)
+                if monitor.converged:
+                    break
+                if bool((self.transmat.sum(1) == 0).any()):
+                    _log.warning("Some rows of transmat_ have zero sum because no transition from the state was "
+                                 "ever observed.")
+            self._finish_fit(X, max(lengths))
+        self._n_sequences = len(lengths)
+        return self
+
+    def _m_step(self, result: kernels.Posteriors, data: dict[str, torch.Tensor]) -> None:
+        """hmmlearn's M-step (priors included); zeros in startprob_/transmat_ stay zero."""
+        updates, dtype, device = self._updates(), self.dtype, self.device
+
+        def prior(value: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=device)
+
+        k = self.n_components
+        gamma = result.gamma.view(-1, k)
+        new: dict[str, torch.Tensor] = {}
+        if "s" in updates:
+            start = (prior(self.startprob_prior) - 1 + result.gamma[0, 0].sum(0)).clamp_min(0)
+            start = torch.where(self.startprob == 0, 0.0, start)
+            new["startprob"] = start / start.sum()
+        if "t" in updates:
+            trans = (prior(self.transmat_prior) - 1 + result.xi_sum).clamp_min(0)
+            new["transmat"] = kernels.normalize_rows(torch.where(self.transmat == 0, 0.0, trans))
+        if self.emission == "categorical":
+            if "e" in updates:
+                counts = gamma.new_zeros(self.n_features, k).index_add_(0, data["symbols"], gamma).T
+                new["emissionprob"] = kernels.normalize_rows((prior(self.emissionprob_prior) - 1 + counts).clamp_min(0))
+            self._set_state(**new)
+            return
+        if "m" in updates or "c" in updates:
+            d = self.means.shape[1]
+            sums = gamma.T @ data["z"]  # [sum g x, (sum g x^2,) sum g]
+            obs, post = sums[:, :d], sums[:, -1]
+            means_prior, means_weight = prior(self.means_prior), prior(self.means_weight)
+            means = self.means
+            if "m" in updates:
+                means = new["means"] = (means_weight * means_prior + obs) / (means_weight + post[:, None])
+            if "c" in updates:
+                second = sums[:, d : 2 * d] if self.covariance_type in ("diag", "spherical") else data["x"]
+                new["covars"] = kernels.covariance_update(
+                    self.covariance_type, gamma, second, post, obs, means, means_prior, means_weight,
+                    prior(self.covars_prior), float(self.covars_weight))
+        self._set_state(**new)
+
+    def fit_history(self) -> list[float]:
+        """Log-likelihood per sequence (nats) at the start of each iteration of the last ``fit``
+        (hmmlearn's ``monitor_.history`` divided by the number of sequences)."""
+        return [value / self._n_sequences for value in self.monitor_.history] if self.monitor_.history else []
+
+    def _finish_fit(self, X: torch.Tensor, max_length: int) -> None:
+        self._set_prior(X)
+        self._set_state(max_length=torch.tensor(max_length))
+        self.guide_params.set_point(self._sites_from_state())
+        self.uses_guide_point.fill_(False)
+
+    # ----------------------------------------------------------------- hmmlearn methods
+    def _posteriors(self, X: Any, lengths: Any, posteriors: bool) -> tuple[float, np.ndarray | None]:
+        X = self._check_X(X)
+        lengths = self._check_lengths(lengths, X.shape[0])
+        with torch.no_grad():
+            self._check()
+            state = self._current()
+            layout = kernels.make_layout(lengths, self.device, n_states=self.n_components)
+            log_frame = self._log_frame(self._prepare(X, layout), state).view(*layout.mask.shape, -1)
+            result = kernels.forward_backward(state["startprob"], state["transmat"], log_frame, layout,
+                                              posteriors=posteriors)
+        gamma = to_numpy(kernels.from_layout(result.gamma, layout)) if posteriors else None
+        return float(result.log_likelihood.sum()), gamma
+
+    def score(self, X: Any, lengths: Any = None) -> float:
+        """Log-likelihood of ``X`` (summed over its sequences), in nats."""
+        return self._posteriors(X, lengths, posteriors=False)[0]
+
+    def score_samples(self, X: Any, lengths: Any = None) -> tuple[float, np.ndarray]:
+        """``(log-likelihood of X, state posteriors (n_samples, n_components))``."""
+        return self._posteriors(X, lengths, posteriors=True)
+
+    def predict_proba(self, X: Any, lengths: Any = None) -> np.ndarray:
+        """State posteriors of every sample, ``(n_samples, n_components)``."""
+        return self.score_samples(X, lengths)[1]
+
+    def decode(self, X: Any, lengths: Any = None, algorithm: str | None = None) -> tuple[float, np.ndarray]:
+        """``(log-probability, state sequence)``: the Viterbi path (``"viterbi"``) or the most probable
+        state of each step (``"map"``, whose score is hmmlearn's sum of the maximal posteriors)."""
+        algorithm = algorithm or self.algorithm
+        if algorithm not in ("viterbi", "map"):
+            raise ValueError(f"Unknown decoder {algorithm!r}")
+        if algorithm == "map":
+            _, posteriors = self.score_samples(X, lengths)
+            return float(posteriors.max(1).sum()), posteriors.argmax(1)
+        X = self._check_X(X)
+        lengths = self._check_lengths(lengths, X.shape[0])
+        with torch.no_grad():
+            self._check()
+            state = self._current()
+            layout = kernels.make_layout(lengths, self.device, chunk=max(lengths))
+            log_frame = self._log_frame(self._prepare(X, layout), state).view(max(lengths), len(lengths), -1)
+            log_prob, path = kernels.viterbi(state["startprob"].log(), state["transmat"].log(), log_frame,
+                                             layout.mask.squeeze(1))
+        path = kernels.from_layout(path.view(path.shape[0], 1, -1, 1), layout).squeeze(1)
+        return float(log_prob.sum()), to_numpy(path)
+
+    def predict(self, X: Any, lengths: Any = None) -> np.ndarray:
+        """Most likely state sequence (with the decoder ``algorithm``)."""
+        return self.decode(X, lengths)[1]
+
+    def sample(self, n_samples: int = 1, random_state: Any = None,  # type: ignore[override]
+               currstate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, state_sequence)``: one sequence of ``n_samples`` steps, drawn as hmmlearn draws it."""
+        with torch.no_grad():
+            self._check()
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        startprob, transmat = self.startprob_, self.transmat_
+        transmat_cdf = np.cumsum(transmat, axis=1)
+        if self.emission == "categorical":
+            emission_cdf = np.cumsum(self.emissionprob_, axis=1)
+
+            def emit(state: int) -> list:
+                return [(emission_cdf[state] > rng.rand()).argmax()]
+        else:
+            means, covars = self.means_, self.covars_
+
+            def emit(state: int) -> np.ndarray:
+                return rng.multivariate_normal(means[state], covars[state])
+        if currstate is None:
+            currstate = (np.cumsum(startprob) > rng.rand()).argmax()
+        states, draws = [currstate], [emit(currstate)]
+        for _ in range(n_samples - 1):
+            currstate = (transmat_cdf[currstate] > rng.rand()).argmax()
+            states.append(currstate)
+            draws.append(emit(currstate))
+        return np.atleast_2d(draws), np.array(states, dtype=int)
+
+    def bic(self, X: Any, lengths: Any = None) -> float:
+        """Bayesian information criterion (lower is better)."""
+        n_params = sum(self._n_fit_scalars_per_param().values())
+        return -2 * self.score(X, lengths) + n_params * math.log(len(X))
+
+    def aic(self, X: Any, lengths: Any = None) -> float:
+        """Akaike information criterion (lower is better)."""
+        return -2 * self.score(X, lengths) + 2 * sum(self._n_fit_scalars_per_param().values())
+
+    def fit_data(self, x: torch.Tensor) -> HMM:
+        """EM on a padded batch ``(N, T, D)`` of sequences that all have length ``T``."""
+        x = self._check_sequences(x)
+        return self.fit(x.reshape(-1, x.shape[-1]), lengths=[x.shape[1]] * x.shape[0])
+
+    # ----------------------------------------------------------------- GenerativeModel
+    def _check_sequences(self, x: torch.Tensor) -> torch.Tensor:
+        from ppl_dgm.validation import check_integer_levels, check_tensor
+
+        check_tensor(x, "x")
+        width = 1 if self.emission == "categorical" else self.n_features
+        if x.dim() != 3 or (width is not None and x.shape[2] != width):
+            raise ValueError(f"x must hold padded sequences of shape (N, T, {width or 'D'}), got {tuple(x.shape)}")
+        if self.emission == "categorical":
+            check_integer_levels(x, self.n_features or int(x.max()) + 1)
+        return x.to(self.device, self.dtype)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        self._check_sequences(x)
+
+    def _mask(self, lengths: torch.Tensor | None, n: int, steps: int) -> torch.Tensor | None:
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths, device=self.device)
+        if lengths.shape != (n,) or bool((lengths < 1).any()) or bool((lengths > steps).any()):
+            raise ValueError(f"lengths must hold {n} integers in 1..{steps}, got {lengths.tolist()}")
+        return torch.arange(steps, device=self.device) < lengths.unsqueeze(-1)
+
+    def log_prob(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact marginal ``log p(x_n)`` of each padded sequence, hidden states summed out (nats), ``(N,)``."""
+        x = self._check_sequences(x)
+        if torch.is_grad_enabled():
+            state = self._current()
+            sites = {name: value.unsqueeze(0) for name, value in state.items()}
+            return self._log_likelihood_at(x, sites, lengths)[0]
+        n, steps = x.shape[:2]
+        mask = self._mask(lengths, n, steps)
+        seq_lengths = [steps] * n if mask is None else mask.sum(1).tolist()
+        state = self._current()
+        layout = kernels.make_layout(seq_lengths, self.device, n_states=self.n_components)
+        rows = x[mask] if mask is not None else x.reshape(-1, x.shape[-1])
+        rows = rows[:, 0].long() if self.emission == "categorical" else rows
+        log_frame = self._log_frame(self._prepare(rows, layout), state).view(*layout.mask.shape, -1)
+        result = kernels.forward_backward(state["startprob"], state["transmat"], log_frame, layout, posteriors=False)
+        return result.log_likelihood
+
+    def _log_likelihood_at(self, x: torch.Tensor, params: dict[str, torch.Tensor],
+                           lengths: torch.Tensor | None) -> torch.Tensor:
+        """``(S, N)`` marginal log-likelihoods under ``S`` parameter sets (hmmlearn-shaped, leading ``S``)."""
+        n, steps = x.shape[:2]
+        mask = self._mask(lengths, n, steps)
+        if self.emission == "categorical":
+            log_emission = params["emissionprob"].log().transpose(-1, -2)  # (S, F, K)
+            log_frame = log_emission[:, x[..., 0].long()]  # (S, N, T, K)
+        else:
+            means, covars = params["means"], params["covars"]
+            k, d = means.shape[-2:]
+            if self.covariance_type in ("diag", "spherical"):
+                var = covars if self.covariance_type == "diag" else covars.unsqueeze(-1).expand(*means.shape)
+                obs = dist.Normal(means[:, None, None], var.sqrt()[:, None, None]).to_event(1)
+            else:
+                full = covars if self.covariance_type == "full" else covars.unsqueeze(-3).expand(-1, k, d, d)
+                tril = torch.linalg.cholesky(full)
+                obs = dist.MultivariateNormal(means[:, None, None], scale_tril=tril[:, None, None])
+            log_frame = obs.log_prob(x.unsqueeze(-2))
+        return kernels.forward_log_likelihood(params["startprob"].log(), params["transmat"].log(), log_frame, mask)
+
+    def log_prob_at(self, x: torch.Tensor, sites: dict[str, torch.Tensor],
+                    lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Marginal ``log p(x_n | params)`` for a batch of parameter draws: ``(S, N)`` from sites ``(S, ...)``."""
+        x = x.to(self.device, self.dtype)
+        draws = next(iter(sites.values())).shape[0]
+        per_pass = max(1, ROWS_PER_PASS // max(1, x.numel() * self.n_components))
+        parts = []
+        for start in range(0, draws, per_pass):
+            part = {name: value[start : start + per_pass] for name, value in sites.items()}
+            parts.append(self._log_likelihood_at(x, self._params_from_sites(part), lengths))
+        return torch.cat(parts)
+
+    def _set_prior(self, X: torch.Tensor) -> None:
+        """Weakly informative priors of the story centred on the data (location, spread)."""
+        if self.emission == "gaussian":
+            spread = X.std(0) if X.shape[0] > 1 else torch.ones_like(X[0])
+            spread = spread.clamp_min(1e-3 * float(spread.max()) + 1e-12)
+            self._set_state(prior_mean=X.mean(0), prior_spread=spread)
+
+    def _sites_from_state(self) -> dict[str, torch.Tensor]:
+        """The story's site values at the EM state (probabilities floored away from zero, so that the
+        guide's unconstrained parameters stay finite)."""
+        floor = torch.finfo(self.dtype).tiny ** 0.5
+        sites = {}
+        for name in ("startprob", "transmat", "emissionprob"):
+            if name in self._state_names:
+                sites[name] = kernels.normalize_rows(self._buffers[name].clamp_min(floor))
+        if self.emission == "gaussian":
+            sites["means"] = self.means
+            covars = self.covars  # as the densities use them: variances floored, singular matrices jittered
+            if self.covariance_type in ("full", "tied"):
+                chol = kernels.cholesky(covars)
+                covars = chol @ chol.transpose(-1, -2)
+            else:
+                covars = covars.clamp_min(torch.finfo(torch.float64).tiny)
+            sites.update(gaussian.sites_from_covariances(covars, self.covariance_type))
+        return sites
+
+    def setup(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Before SVI/NUTS: initialize from padded sequences ``x`` (steps past ``lengths`` ignored)
+        as hmmlearn's ``_init`` would (no EM iterations), unless fitted; from now on the fitted
+        attributes follow the guide's point."""
+        self._ensure_initialized(x, lengths)
+        self.uses_guide_point.fill_(True)
+
+    def point_estimate(self) -> dict[str, torch.Tensor]:
+        """The global sites at the EM state, or at the guide's point after SVI."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            return {name: value.detach() for name, value in self.guide_params.points().items()}
+        return self._sites_from_state()
+
+    def _ensure_initialized(self, x: torch.Tensor | None, lengths: torch.Tensor | None = None) -> None:
+        ready = self._is_fitted() and "max_length" in self._buffers and (
+            self.emission == "categorical" or "prior_mean" in self._buffers)
+        if ready and self.guide_params.initialized():
+            return
+        if x is None:
+            self._check_is_fitted()
+            if not ready:
+                raise ValueError("the story needs data once: call fit, setup(x) or model(x) first")
+        with torch.no_grad():
+            if x is not None:
+                x = self._check_sequences(x)
+                mask = self._mask(lengths, x.shape[0], x.shape[1])
+                rows = self._check_X(x[mask] if mask is not None else x.reshape(-1, x.shape[-1]), fitting=True)
+                if not self._is_fitted():
+                    if rows.shape[0] < self.n_components:
+                        raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                                         f"{self.n_components}, n_samples = {rows.shape[0]}")
+                    self._init(rows)
+                self._check()
+                self._finish_fit(rows, x.shape[1])
+            else:
+                self.guide_params.set_point(self._sites_from_state())
+
+    def model(self, x: torch.Tensor | None = None, n: int | None = None,
+              lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The story; global parameters are sample sites, the hidden states are summed out by ``DiscreteHMM``."""
+        self._ensure_initialized(x, lengths)
+        k, dtype, device = self.n_components, self.dtype, self.device
+        ones = torch.ones(k, dtype=dtype, device=device)
+        startprob = pyro.sample("startprob", dist.Dirichlet(ones))
+        transmat = pyro.sample("transmat", dist.Dirichlet(ones.expand(k, k)).to_event(1))
+        if self.emission == "categorical":
+            emissionprob = pyro.sample("emissionprob", dist.Dirichlet(
+                torch.ones(k, int(self.n_features), dtype=dtype, device=device)).to_event(1))
+            obs_dist = dist.Categorical(probs=emissionprob.unsqueeze(-2)).to_event(1)
+        else:
+            obs_dist = self._gaussian_story(k, int(self.n_features))
+        steps = x.shape[1] if x is not None else (int(lengths.max()) if lengths is not None else int(self.max_length))
+        trans_logits = torch.cat([startprob.log().expand(1, k, k), transmat.log().expand(steps - 1, k, k)])
+        if x is not None:
+            x = x.to(device, dtype)
+            mask = self._mask(lengths, x.shape[0], steps)
+            if mask is not None:
+                obs_dist = obs_dist.expand((x.shape[0], steps, k)).mask(mask.unsqueeze(-1))
+        with data_plate(x, n):
+            hmm = dist.DiscreteHMM(torch.zeros(k, dtype=dtype, device=device), trans_logits, obs_dist, duration=steps)
+            return pyro.sample(X_SITE, hmm, obs=x)
+
+    def _gaussian_story(self, k: int, d: int) -> dist.Distribution:
+        sites = {"means": pyro.sample("means", dist.Normal(self.prior_mean, 3 * self.prior_spread)
+                                      .expand([k, d]).to_event(2))}
+        shapes = gaussian.covariance_site_shapes(self.covariance_type, k, d)
+        log_spread = self.prior_spread.log()
+        scale_loc = log_spread.mean() if self.covariance_type == "spherical" else log_spread
+        sites["scales"] = pyro.sample(
+            "scales", dist.LogNormal(scale_loc, 1.5).expand(shapes["scales"]).to_event(len(shapes["scales"])))
+        if "corr_chol" in shapes:
+            lkj = dist.LKJCholesky(d, torch.ones((), dtype=self.dtype, device=self.device))
+            sites["corr_chol"] = pyro.sample("corr_chol", lkj.expand(shapes["corr_chol"][:-2]).to_event(
+                len(shapes["corr_chol"]) - 2))
+        if self.covariance_type in ("diag", "spherical"):
+            scales = sites["scales"] if self.covariance_type == "diag" else sites["scales"].unsqueeze(-1).expand(k, d)
+            return dist.Normal(sites["means"], scales).to_event(1)
+        tril = gaussian.scale_tril_from_sites(sites, self.covariance_type, d)
+        return dist.MultivariateNormal(sites["means"], scale_tril=tril.expand(k, d, d))
+
+    def guide(self, x: torch.Tensor | None = None, n: int | None = None, lengths: torch.Tensor | None = None) -> None:
+        """Point masses (MAP) or mean-field normals over the global parameters."""
+        self._ensure_initialized(x)
+        self.guide_params()
+
