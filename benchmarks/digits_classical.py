@@ -58,7 +58,7 @@ FAMILIES = {
     ),
     "pPCA (flat images) vs sklearn PCA": dict(
         view="digits",
-        grid=[dict(n_components=q) for q in (5, 10, 20, 30, 40)],
+        grid=[dict(n_components=q) for q in (10, 20, 30, 40, 50, 60)],
         ours=lambda kw: PPCA(**kw), theirs=lambda kw: PCA(**kw),
         fit=lambda m, x: m.fit(x), score=lambda m, x: m.score_samples(x),
     ),

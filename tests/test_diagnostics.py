@@ -82,3 +82,22 @@ def test_loo_chooses_the_number_of_components(tmp_path):
     result = main(["--samples", "200", "--warmup", "200", "--out", str(tmp_path), "--no-progress"])
     assert result["chosen"] == "K=3"
     assert result["max_r_hat_K3"] < 1.05 and result["min_ess_bulk_K3"] > 100
+
+
+def test_hmm_and_ppca_give_per_sequence_and_per_row_marginal_log_likelihoods():
+    from ppl_dgm.models import HMM, PPCA
+
+    x = ppl_dgm.datasets.load_dataset("digits_sequence", "val", dtype=torch.float64).x[:12] / 16
+    hmm = HMM(2, covariance_type="diag", random_state=0).fit_data(x)
+    run = nuts(hmm, x, num_samples=5, warmup_steps=5, num_chains=2, progress=False)
+    idata = to_inference_data(hmm, x, run, predictive=False)
+    assert idata.log_likelihood["x"].shape == (2, 5, 12)  # one value per sequence
+    assert set(idata.posterior.data_vars) >= {"startprob", "transmat", "means", "scales"}
+
+    flat = x.reshape(12, 64)
+    ppca = PPCA(2, posterior="normal").fit(flat.numpy())
+    ppl_dgm.fit(ppca, flat, epochs=3, batch_size=12, progress=False)
+    idata = to_inference_data(ppca, flat, num_draws=10)
+    assert idata.log_likelihood["x"].shape == (1, 10, 12) and idata.posterior_predictive["x"].shape == (1, 10, 12, 64)
+    point = {name: value.unsqueeze(0) for name, value in ppca.point_estimate().items()}
+    np.testing.assert_allclose(ppca.log_prob_at(flat, point)[0].numpy(), ppca.score_samples(flat.numpy()), atol=1e-8)
