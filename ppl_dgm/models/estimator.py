@@ -10,6 +10,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from ppl_dgm.core import GenerativeModel
+from ppl_dgm.infer.guides import GlobalGuide, GuideKind
 from ppl_dgm.validation import check_device
 
 
@@ -46,6 +47,34 @@ class Estimator(GenerativeModel):
         self._device = check_device(device)
         self._dtype = _as_dtype(dtype)
         self._placement = {"device": device, "dtype": dtype}  # as given, for get_params
+
+    # the Pyro story's global parameters: a guide over them, and which state is current
+    def _make_guide(self, constraints: dict[str, object], posterior: GuideKind) -> None:
+        """Create the `GlobalGuide` over the story's global sites, and the flag saying whether the
+        fitted attributes follow it (after SVI) or the estimator's own fit (after EM)."""
+        self.guide_params = GlobalGuide(constraints, posterior)
+        self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
+
+    def _sites_from_state(self) -> dict[str, torch.Tensor]:
+        """The story's global site values at the estimator's own fitted state."""
+        raise TypeError(f"{type(self).__name__} has no Pyro story")
+
+    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
+        """Initialize from data as the estimator's own fit would (no iterations), unless fitted."""
+        raise TypeError(f"{type(self).__name__} has no Pyro story")
+
+    def setup(self, x: torch.Tensor, **ctx: Any) -> None:
+        """Before SVI/NUTS: initialize from ``x`` as the estimator's own fit would (no iterations),
+        unless fitted; from then on the fitted attributes follow the guide's point."""
+        self._ensure_initialized(x, **ctx)
+        self.uses_guide_point.fill_(True)
+
+    def point_estimate(self) -> dict[str, torch.Tensor]:
+        """The story's global sites at the estimator's fitted state, or at the guide's point after SVI."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            return {name: value.detach() for name, value in self.guide_params.points().items()}
+        return self._sites_from_state()
 
     # sklearn's parameter protocol (what sklearn.base.clone and grid searches use)
     def get_params(self, deep: bool = True) -> dict[str, Any]:

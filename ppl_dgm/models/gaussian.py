@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import pyro
+import pyro.distributions as dist
 import torch
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
@@ -180,3 +182,26 @@ def scale_tril_from_sites(sites: dict[str, torch.Tensor], covariance_type: str, 
         return torch.diag_embed(scales)
     eye = torch.eye(n_features, dtype=scales.dtype, device=scales.device)
     return scales[..., None, None] * eye
+
+
+def sample_component_sites(covariance_type: str, n_components: int, prior_mean: torch.Tensor,
+                           prior_spread: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sample the Gaussian components' sites with the priors shared by the GMM and HMM stories.
+
+    ``means ~ N(prior_mean, (3 prior_spread)^2)``, per-dimension ``scales ~ LogNormal(log
+    prior_spread, 1.5^2)`` (one per component when spherical) and, for full/tied covariances,
+    ``corr_chol ~ LKJCholesky(D, 1)``. ``prior_mean``, ``prior_spread``: shape ``(D,)``.
+    """
+    d = prior_mean.shape[0]
+    sites = {"means": pyro.sample("means", dist.Normal(prior_mean, 3 * prior_spread)
+                                  .expand([n_components, d]).to_event(2))}
+    shapes = covariance_site_shapes(covariance_type, n_components, d)
+    log_spread = prior_spread.log()
+    scale_loc = log_spread.mean() if covariance_type == "spherical" else log_spread
+    sites["scales"] = pyro.sample(
+        "scales", dist.LogNormal(scale_loc, 1.5).expand(shapes["scales"]).to_event(len(shapes["scales"])))
+    if "corr_chol" in shapes:
+        lkj = dist.LKJCholesky(d, torch.ones((), dtype=prior_mean.dtype, device=prior_mean.device))
+        batch = shapes["corr_chol"][:-2]
+        sites["corr_chol"] = pyro.sample("corr_chol", lkj.expand(batch).to_event(len(batch)))
+    return sites

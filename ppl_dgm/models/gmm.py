@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 
 from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
-from ppl_dgm.infer.guides import GlobalGuide, GuideKind
+from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models import gaussian
 from ppl_dgm.models.estimator import Estimator, to_numpy
 from ppl_dgm.models.registry import register_model
@@ -81,8 +81,7 @@ class GMM(Estimator):
         sites = {"weights": constraints.simplex, "means": constraints.real, "scales": constraints.positive}
         if covariance_type in ("full", "tied"):
             sites["corr_chol"] = constraints.corr_cholesky
-        self.guide_params = GlobalGuide(sites, posterior)
-        self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
+        self._make_guide(sites, posterior)
 
     def _check_parameters(self) -> None:
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
@@ -246,7 +245,7 @@ class GMM(Estimator):
         with torch.no_grad():
             labels = self._run_em(X)
         self._set_prior(X)
-        self.guide_params.set_point(gaussian_sites(self))
+        self.guide_params.set_point(self._sites_from_state())
         return labels
 
     def _run_em(self, X: torch.Tensor) -> np.ndarray:
@@ -360,20 +359,12 @@ class GMM(Estimator):
         spread = X.std(0).clamp_min(1e-3 * float(X.std(0).max()) + 1e-12)
         self._set_state(prior_mean=X.mean(0), prior_spread=spread)
 
-    def setup(self, x: torch.Tensor, **ctx: Any) -> None:
-        """Before SVI/NUTS: initialize from ``x`` as EM would (no EM iterations), unless fitted;
-        from now on the fitted attributes follow the guide's point."""
-        self._ensure_initialized(x)
-        self.uses_guide_point.fill_(True)
+    def _sites_from_state(self) -> dict[str, torch.Tensor]:
+        """The story's site values at the EM state."""
+        sites = gaussian.sites_from_covariances(self.covariances, self.covariance_type)
+        return {"weights": self.weights, "means": self.means, **sites}
 
-    def point_estimate(self) -> dict[str, torch.Tensor]:
-        """The global sites at the EM state, or at the guide's point after SVI."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            return {name: value.detach() for name, value in self.guide_params.points().items()}
-        return gaussian_sites(self)
-
-    def _ensure_initialized(self, x: torch.Tensor | None) -> None:
+    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
         """Initialize from ``x`` as EM would, unless fitted already (or from EM)."""
         if self._is_fitted() and self.guide_params.initialized():
             return
@@ -384,7 +375,7 @@ class GMM(Estimator):
             self._check_init_shapes(x.shape[1])
             self._initialize(x, check_random_state(self.random_state))
             self._set_prior(x)
-            self.guide_params.set_point(gaussian_sites(self))
+            self.guide_params.set_point(self._sites_from_state())
 
     def model(self, x: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
         """The story; global parameters are sample sites, ``assignment`` is enumerated."""
@@ -392,18 +383,8 @@ class GMM(Estimator):
         k, d = self.n_components, self.n_features_in_
         sites = {
             "weights": pyro.sample("weights", dist.Dirichlet(torch.ones(k, dtype=self.dtype, device=self.device))),
-            "means": pyro.sample("means",
-                                 dist.Normal(self.prior_mean, 3 * self.prior_spread).expand([k, d]).to_event(2)),
+            **gaussian.sample_component_sites(self.covariance_type, k, self.prior_mean, self.prior_spread),
         }
-        shapes = gaussian.covariance_site_shapes(self.covariance_type, k, d)
-        log_spread = self.prior_spread.log()
-        scale_loc = log_spread if self.covariance_type in ("diag", "full", "tied") else log_spread.mean()
-        sites["scales"] = pyro.sample(
-            "scales", dist.LogNormal(scale_loc, 1.5).expand(shapes["scales"]).to_event(len(shapes["scales"])))
-        if "corr_chol" in shapes:
-            lkj = dist.LKJCholesky(d, torch.ones((), dtype=self.dtype, device=self.device))
-            sites["corr_chol"] = pyro.sample("corr_chol", lkj.expand(shapes["corr_chol"][:-2]).to_event(
-                len(shapes["corr_chol"]) - 2))
         scale_tril = gaussian.scale_tril_from_sites(sites, self.covariance_type, d)
         with data_plate(x, n):
             assignment = pyro.sample("assignment", dist.Categorical(sites["weights"]),
@@ -425,9 +406,3 @@ class GMM(Estimator):
         mixture = dist.MixtureSameFamily(dist.Categorical(sites["weights"]),
                                          dist.MultivariateNormal(sites["means"], scale_tril=tril))
         return mixture.log_prob(x.to(self.dtype).unsqueeze(-2)).movedim(-1, 0)
-
-
-def gaussian_sites(model: GMM) -> dict[str, torch.Tensor]:
-    """The story's site values at the EM state of ``model``."""
-    sites = gaussian.sites_from_covariances(model.covariances, model.covariance_type)
-    return {"weights": model.weights, "means": model.means, **sites}

@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 
 from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
-from ppl_dgm.infer.guides import GlobalGuide, GuideKind
+from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models import gaussian
 from ppl_dgm.models import hmm_inference as kernels
 from ppl_dgm.models.estimator import Estimator, to_numpy
@@ -106,8 +106,7 @@ class HMM(Estimator):
             sites.update(means=constraints.real, scales=constraints.positive)
             if covariance_type in ("full", "tied"):
                 sites["corr_chol"] = constraints.corr_cholesky
-        self.guide_params = GlobalGuide(sites, posterior)
-        self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
+        self._make_guide(sites, posterior)
         self.monitor_ = ConvergenceMonitor(tol, n_iter, verbose)
         self._n_sequences = 1
 
@@ -616,20 +615,6 @@ class HMM(Estimator):
             sites.update(gaussian.sites_from_covariances(covars, self.covariance_type))
         return sites
 
-    def setup(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
-        """Before SVI/NUTS: initialize from padded sequences ``x`` (steps past ``lengths`` ignored)
-        as hmmlearn's ``_init`` would (no EM iterations), unless fitted; from now on the fitted
-        attributes follow the guide's point."""
-        self._ensure_initialized(x, lengths)
-        self.uses_guide_point.fill_(True)
-
-    def point_estimate(self) -> dict[str, torch.Tensor]:
-        """The global sites at the EM state, or at the guide's point after SVI."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            return {name: value.detach() for name, value in self.guide_params.points().items()}
-        return self._sites_from_state()
-
     def _ensure_initialized(self, x: torch.Tensor | None, lengths: torch.Tensor | None = None) -> None:
         ready = self._is_fitted() and "max_length" in self._buffers and (
             self.emission == "categorical" or "prior_mean" in self._buffers)
@@ -680,17 +665,7 @@ class HMM(Estimator):
             return pyro.sample(X_SITE, hmm, obs=x)
 
     def _gaussian_story(self, k: int, d: int) -> dist.Distribution:
-        sites = {"means": pyro.sample("means", dist.Normal(self.prior_mean, 3 * self.prior_spread)
-                                      .expand([k, d]).to_event(2))}
-        shapes = gaussian.covariance_site_shapes(self.covariance_type, k, d)
-        log_spread = self.prior_spread.log()
-        scale_loc = log_spread.mean() if self.covariance_type == "spherical" else log_spread
-        sites["scales"] = pyro.sample(
-            "scales", dist.LogNormal(scale_loc, 1.5).expand(shapes["scales"]).to_event(len(shapes["scales"])))
-        if "corr_chol" in shapes:
-            lkj = dist.LKJCholesky(d, torch.ones((), dtype=self.dtype, device=self.device))
-            sites["corr_chol"] = pyro.sample("corr_chol", lkj.expand(shapes["corr_chol"][:-2]).to_event(
-                len(shapes["corr_chol"]) - 2))
+        sites = gaussian.sample_component_sites(self.covariance_type, k, self.prior_mean, self.prior_spread)
         if self.covariance_type in ("diag", "spherical"):
             scales = sites["scales"] if self.covariance_type == "diag" else sites["scales"].unsqueeze(-1).expand(k, d)
             return dist.Normal(sites["means"], scales).to_event(1)

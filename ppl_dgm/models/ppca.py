@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.core import Z as Z_SITE
-from ppl_dgm.infer.guides import GlobalGuide, GuideKind
+from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models.estimator import Estimator, to_numpy
 from ppl_dgm.models.registry import register_model
 
@@ -142,9 +142,8 @@ class PPCA(Estimator):
         self.n_components, self.method, self.max_iter, self.tol = n_components, method, max_iter, tol
         self.random_state, self.posterior = random_state, posterior
         self._check_parameters()
-        self.guide_params = GlobalGuide(
-            {"W": constraints.real, "mu": constraints.real, "noise_scale": constraints.positive}, posterior)
-        self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
+        self._make_guide({"W": constraints.real, "mu": constraints.real, "noise_scale": constraints.positive},
+                         posterior)
 
     def _check_parameters(self) -> None:
         q = self.n_components
@@ -273,7 +272,7 @@ class PPCA(Estimator):
             else:
                 self._fit_em(X)
         self._set_prior(X)
-        self.guide_params.set_point(self._sites())
+        self.guide_params.set_point(self._sites_from_state())
         return self
 
     def _fit_closed_form(self, X: torch.Tensor) -> None:
@@ -320,7 +319,7 @@ class PPCA(Estimator):
         self.n_iter_, self.converged_ = len(bounds), converged
         self.lower_bounds_, self.lower_bound_ = bounds, bounds[-1]
 
-    def _sites(self) -> dict[str, torch.Tensor]:
+    def _sites_from_state(self) -> dict[str, torch.Tensor]:
         """The story's site values at the fitted state."""
         return {"W": self.W, "mu": self.mean, "noise_scale": self.noise_variance.sqrt()}
 
@@ -401,20 +400,7 @@ class PPCA(Estimator):
         spread = X.std(0).clamp_min(1e-3 * float(X.std(0).max()) + 1e-12)
         self._set_state(prior_mean=X.mean(0), prior_spread=spread)
 
-    def setup(self, x: torch.Tensor, **ctx: Any) -> None:
-        """Before SVI/NUTS: start where EM starts (random ``W``, no iterations), unless fitted;
-        from now on the fitted attributes follow the guide's point."""
-        self._ensure_initialized(x)
-        self.uses_guide_point.fill_(True)
-
-    def point_estimate(self) -> dict[str, torch.Tensor]:
-        """The global sites at the fitted state, or at the guide's point after SVI."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            return {name: value.detach() for name, value in self.guide_params.points().items()}
-        return self._sites()
-
-    def _ensure_initialized(self, x: torch.Tensor | None) -> None:
+    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
         if self._is_fitted() and self.guide_params.initialized():
             return
         if x is None:
@@ -424,7 +410,7 @@ class PPCA(Estimator):
             x = self._check_X(x, fitting=True)
             self._initialize(x, check_random_state(self.random_state))
             self._set_prior(x)
-            self.guide_params.set_point(self._sites())
+            self.guide_params.set_point(self._sites_from_state())
 
     def model(self, x: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
         """The story: global ``W``, ``mu``, ``noise_scale``; per example ``z`` and ``x``."""
