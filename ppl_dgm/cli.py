@@ -111,8 +111,8 @@ def _evaluate(model: Any, data_name: str, split: str, num_samples: int, batch_si
 def cmd_list(args: argparse.Namespace) -> None:
     print("models:")
     for name in list_models():
-        doc = (get_model_class(name).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:<20} {doc}")
+        paragraph = " ".join((get_model_class(name).__doc__ or "").strip().split("\n\n")[0].split())
+        print(f"  {name:<20} {paragraph if len(paragraph) <= 100 else paragraph[:97] + '...'}")
     print("datasets:")
     for name in list_datasets():
         print(f"  {name:<20} {dataset_info(name).description}")
