@@ -55,6 +55,11 @@ class Estimator(GenerativeModel):
         self.guide_params = GlobalGuide(constraints, posterior)
         self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
 
+    def _set_fitted(self, **values: torch.Tensor) -> None:
+        """Store the estimator's own fit (EM, closed form); the fitted attributes follow it again."""
+        self._set_state(**values)
+        self.uses_guide_point.fill_(False)
+
     def _sites_from_state(self) -> dict[str, torch.Tensor]:
         """The story's global site values at the estimator's own fitted state."""
         raise TypeError(f"{type(self).__name__} has no Pyro story")

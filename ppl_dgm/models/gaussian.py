@@ -68,11 +68,16 @@ def precision_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch
         chol, info = torch.linalg.cholesky_ex(covariances)
         if bool((info != 0).any()):
             raise ValueError(ILL_DEFINED)
-        eye = torch.eye(covariances.shape[-1], dtype=covariances.dtype, device=covariances.device)
-        return torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).transpose(-1, -2)
+        return precision_cholesky_from_cholesky(chol)
     if bool((covariances <= 0).any()):
         raise ValueError(ILL_DEFINED)
     return covariances.rsqrt()
+
+
+def precision_cholesky_from_cholesky(chol: torch.Tensor) -> torch.Tensor:
+    """``inv(L).T`` for lower Cholesky factors ``L`` of covariances ``(..., D, D)``."""
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
+    return torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).transpose(-1, -2)
 
 
 def precision_cholesky_from_precisions(precisions: torch.Tensor, covariance_type: str) -> torch.Tensor:

@@ -112,8 +112,7 @@ class GMM(Estimator):
                prec_chol: torch.Tensor) -> None:
         if covariances is None:
             covariances = gaussian.covariances_from_precision_cholesky(prec_chol, self.covariance_type)
-        self._set_state(weights=weights, means=means, covariances=covariances, precisions_chol=prec_chol)
-        self.uses_guide_point.fill_(False)
+        self._set_fitted(weights=weights, means=means, covariances=covariances, precisions_chol=prec_chol)
 
     @property
     def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]

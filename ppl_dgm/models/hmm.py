@@ -17,6 +17,7 @@ from sklearn.utils import check_random_state
 from ppl_dgm.core import Capabilities
 from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models import gaussian
+from ppl_dgm.models import hmm_emissions as emissions
 from ppl_dgm.models import hmm_inference as kernels
 from ppl_dgm.models.estimator import Estimator, to_numpy
 from ppl_dgm.models.hmm_story import HMMStory
@@ -161,8 +162,7 @@ class HMM(HMMStory, Estimator):
         """Copy the guide's point (after SVI) into the EM state."""
         if bool(self.uses_guide_point):
             with torch.no_grad():
-                self._set_state(**{k: v.detach() for k, v in self._current().items()})
-            self.uses_guide_point.fill_(False)
+                self._set_fitted(**{k: v.detach() for k, v in self._current().items()})
 
     def _assign(self, name: str, value: Any) -> None:
         self._materialize()
@@ -189,7 +189,7 @@ class HMM(HMMStory, Estimator):
     @covars_.setter
     def covars_(self, value: Any) -> None:
         covars = np.array(value, dtype=np.float64)
-        kernels.validate_covars(covars, self.covariance_type, self.n_components)
+        emissions.validate_covars(covars, self.covariance_type, self.n_components)
         self._assign("covars", covars)
 
     @property
@@ -332,7 +332,7 @@ class HMM(HMMStory, Estimator):
         out = kernels.buffer(workspace, "log_frame", (rows, self.n_components), state["startprob"])
         if self.emission == "categorical":
             return torch.index_select(state["emissionprob"].log().T, 0, data["symbols"], out=out)
-        return kernels.gaussian_log_frame(data, state["means"], state["covars"], self.covariance_type, out)
+        return emissions.gaussian_log_frame(data, state["means"], state["covars"], self.covariance_type, out)
 
     # ----------------------------------------------------------------- EM
     def fit(self, X: Any, lengths: Any = None) -> HMM:
@@ -387,11 +387,12 @@ class HMM(HMMStory, Estimator):
             new["startprob"] = start / start.sum()
         if "t" in updates:
             trans = (prior(self.transmat_prior) - 1 + result.xi_sum).clamp_min(0)
-            new["transmat"] = kernels.normalize_rows(torch.where(self.transmat == 0, 0.0, trans))
+            new["transmat"] = emissions.normalize_rows(torch.where(self.transmat == 0, 0.0, trans))
         if self.emission == "categorical":
             if "e" in updates:
                 counts = gamma.new_zeros(self.n_features, k).index_add_(0, data["symbols"], gamma).T
-                new["emissionprob"] = kernels.normalize_rows((prior(self.emissionprob_prior) - 1 + counts).clamp_min(0))
+                counts = (prior(self.emissionprob_prior) - 1 + counts).clamp_min(0)
+                new["emissionprob"] = emissions.normalize_rows(counts)
             self._set_state(**new)
             return
         if "m" in updates or "c" in updates:
@@ -404,7 +405,7 @@ class HMM(HMMStory, Estimator):
                 means = new["means"] = (means_weight * means_prior + obs) / (means_weight + post[:, None])
             if "c" in updates:
                 second = sums[:, d : 2 * d] if self.covariance_type in ("diag", "spherical") else data["x"]
-                new["covars"] = kernels.covariance_update(
+                new["covars"] = emissions.covariance_update(
                     self.covariance_type, gamma, second, post, obs, means, means_prior, means_weight,
                     prior(self.covars_prior), float(self.covars_weight))
         self._set_state(**new)

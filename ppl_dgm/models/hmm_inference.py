@@ -8,10 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-
-from ppl_dgm.models import gaussian
 
 _SEQUENTIAL_ROWS = 4096
 """With at least this many sequences x states, one step over every sequence at once is cheap enough
@@ -473,93 +470,3 @@ def forward_log_likelihood(log_startprob: torch.Tensor, log_transmat: torch.Tens
 
 
 # ----------------------------------------------------------------- emissions (hmmlearn's formulas)
-def normalize_rows(value: torch.Tensor) -> torch.Tensor:
-    """hmmlearn's ``normalize(a, axis=1)``: rows summing to zero stay zero."""
-    total = value.sum(-1, keepdim=True)
-    return value / torch.where(total == 0, torch.ones_like(total), total)
-
-
-def gaussian_log_frame(data: dict[str, torch.Tensor], means: torch.Tensor, covars: torch.Tensor,
-                       covariance_type: str, out: torch.Tensor) -> torch.Tensor:
-    """Gaussian emission log-densities of prepared rows into ``out`` ``(rows, K)``, as hmmlearn computes
-    them (variances floored at the smallest normal float; a failed Cholesky factor retried with ``1e-7``
-    on the diagonal). ``data["z"]`` is ``[x, x^2, 1]`` (diag/spherical: one matrix product) and
-    ``data["x"]`` the rows (full/tied)."""
-    if covariance_type in ("full", "tied"):
-        return out.copy_(gaussian.log_gaussian_prob(data["x"], means, precision_cholesky(covars), covariance_type))
-    d = means.shape[1]
-    var = covars.clamp_min(torch.finfo(torch.float64).tiny)
-    var = var if covariance_type == "diag" else var.unsqueeze(1).expand(-1, d)
-    precision = var.reciprocal()
-    constant = -0.5 * (d * math.log(2 * math.pi) + var.log().sum(1) + (means * means * precision).sum(1))
-    weights = torch.cat([(means * precision).T, -0.5 * precision.T, constant.unsqueeze(0)])
-    return torch.mm(data["z"], weights, out=out)
-
-
-def covariance_update(covariance_type: str, gamma: torch.Tensor, second: torch.Tensor, post: torch.Tensor,
-                      obs: torch.Tensor, means: torch.Tensor, means_prior: torch.Tensor, means_weight: torch.Tensor,
-                      covars_prior: torch.Tensor, covars_weight: float) -> torch.Tensor:
-    """hmmlearn's M-step of the covariances (Huang, Acero & Hon, pp. 443-445), priors included.
-
-    Args:
-        gamma: state posteriors of the rows ``(rows, K)``; post: their sums ``(K,)``; obs: ``sum_t g_tk x_t``.
-        second: ``sum_t g_tk x_t^2`` ``(K, D)`` (diag/spherical) or the rows ``x`` (full/tied).
-        means: the means just estimated (or kept).
-    """
-    meandiff = means - means_prior
-    if covariance_type in ("diag", "spherical"):
-        c_n = means_weight * meandiff**2 + second - 2 * means * obs + means**2 * post[:, None]
-        c_d = max(covars_weight - 1, 0) + post[:, None]
-        covars = (covars_prior + c_n) / c_d.clamp_min(1e-5)
-        return covars.mean(1) if covariance_type == "spherical" else covars
-    k, d = means.shape
-    x = second
-    outer = (gamma.unsqueeze(-1) * x.unsqueeze(1)).view(x.shape[0], k * d).T @ x  # sum_t g_tk x_t x_t^T
-    obsmean = obs.unsqueeze(-1) * means.unsqueeze(-2)
-    c_n = (means_weight * meandiff.unsqueeze(-1) * meandiff.unsqueeze(-2) + outer.view(k, d, d)
-           - obsmean - obsmean.transpose(-1, -2) + means.unsqueeze(-1) * means.unsqueeze(-2) * post[:, None, None])
-    weight = max(covars_weight - d, 0)
-    if covariance_type == "tied":
-        return (covars_prior + c_n.sum(0)) / (weight + post.sum())
-    return (covars_prior + c_n) / (weight + post[:, None, None])
-
-
-def cholesky(covars: torch.Tensor) -> torch.Tensor:
-    """Lower Cholesky factors of full/tied covariances, retrying a failed factor with ``1e-7`` added to
-    the diagonal as hmmlearn's densities do (its M-step can leave a state that explains a single point
-    with a singular covariance)."""
-    chol, info = torch.linalg.cholesky_ex(covars)
-    if bool((info != 0).any()):
-        eye = torch.eye(covars.shape[-1], dtype=covars.dtype, device=covars.device)
-        chol, info = torch.linalg.cholesky_ex(torch.where((info != 0)[..., None, None], covars + 1e-7 * eye, covars))
-        if bool((info != 0).any()):
-            raise ValueError("'covars' must be symmetric, positive-definite")
-    return chol
-
-
-def precision_cholesky(covars: torch.Tensor) -> torch.Tensor:
-    """sklearn's ``precisions_cholesky_`` (``inv(chol(cov)).T``) of full/tied covariances, via `cholesky`."""
-    chol = cholesky(covars)
-    eye = torch.eye(covars.shape[-1], dtype=covars.dtype, device=covars.device)
-    return torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False).transpose(-1, -2)
-
-
-def validate_covars(covars: np.ndarray, covariance_type: str, n_components: int) -> None:
-    """hmmlearn's checks of user-set covariances (shape, positivity, symmetric positive-definiteness)."""
-    gaussian.check_covariance_type(covariance_type)
-    expected_ndim = {"spherical": 1, "diag": 2, "full": 3, "tied": 2}[covariance_type]
-    if covars.ndim != expected_ndim or (covariance_type != "tied" and covars.shape[0] != n_components):
-        shape = {"spherical": "(n_components,)", "diag": "(n_components, n_features)",
-                 "full": "(n_components, n_features, n_features)", "tied": "(n_features, n_features)"}
-        raise ValueError(f"{covariance_type!r} covars must have shape {shape[covariance_type]}, got {covars.shape}")
-    if covariance_type in ("spherical", "diag"):
-        if (covars <= 0).any():
-            raise ValueError(f"{covariance_type!r} covars must be positive")
-        return
-    matrices = covars[None] if covariance_type == "tied" else covars
-    if matrices.shape[-1] != matrices.shape[-2]:
-        raise ValueError(f"{covariance_type!r} covars must be square matrices, got shape {covars.shape}")
-    for index, matrix in enumerate(matrices):
-        if not np.allclose(matrix, matrix.T) or (np.linalg.eigvalsh(matrix) <= 0).any():
-            where = "" if covariance_type == "tied" else f"component {index} of "
-            raise ValueError(f"{where}{covariance_type!r} covars must be symmetric, positive-definite")

@@ -10,6 +10,7 @@ import torch
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.core import data_plate
 from ppl_dgm.models import gaussian
+from ppl_dgm.models import hmm_emissions as emissions
 from ppl_dgm.models import hmm_inference as kernels
 
 ROWS_PER_PASS = 2**22  # elements of the (draws, N, T, K, D) emission tensor evaluated at once in log_prob_at
@@ -105,12 +106,12 @@ class HMMStory:
         sites = {}
         for name in ("startprob", "transmat", "emissionprob"):
             if name in self._state_names:
-                sites[name] = kernels.normalize_rows(self._buffers[name].clamp_min(floor))
+                sites[name] = emissions.normalize_rows(self._buffers[name].clamp_min(floor))
         if self.emission == "gaussian":
             sites["means"] = self.means
             covars = self.covars  # as the densities use them: variances floored, singular matrices jittered
             if self.covariance_type in ("full", "tied"):
-                chol = kernels.cholesky(covars)
+                chol = emissions.cholesky(covars)
                 covars = chol @ chol.transpose(-1, -2)
             else:
                 covars = covars.clamp_min(torch.finfo(torch.float64).tiny)

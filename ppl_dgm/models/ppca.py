@@ -166,8 +166,7 @@ class PPCA(Estimator):
         return self.W, self.mean, self.noise_variance
 
     def _store(self, W: torch.Tensor, mean: torch.Tensor, noise_variance: torch.Tensor) -> None:
-        self._set_state(W=W, mean=mean, noise_variance=noise_variance)
-        self.uses_guide_point.fill_(False)
+        self._set_fitted(W=W, mean=mean, noise_variance=noise_variance)
 
     @property
     def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]
