@@ -11,17 +11,13 @@ import torch
 from pyro import poutine
 from pyro.nn import PyroModule
 
+from ppl_dgm.lazy import in_module_scope, load_lazy_state
+from ppl_dgm.sites import DATA, X, Z
+
+__all__ = ["DATA", "X", "Z", "Capabilities", "GenerativeModel", "data_plate", "draw"]
+
 # Models never share parameters by name through Pyro's global param store.
 pyro.settings.set(module_local_params=True)
-
-DATA = "data"
-"""Name of the plate over examples; every observed example lives inside it."""
-X = "x"
-"""Name of the observed sample site."""
-Z = "z"
-"""Conventional name of the main latent sample site."""
-
-
 @dataclass(frozen=True)
 class Capabilities:
     """What a model can be asked; evaluation reads this instead of ``isinstance`` checks.
@@ -78,6 +74,12 @@ class GenerativeModel(PyroModule):
     event_shape: tuple[int, ...] = ()
     registry_name: ClassVar[str | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("model", "guide"):
+            if callable(cls.__dict__.get(name)):
+                setattr(cls, name, in_module_scope(cls.__dict__[name]))
+
     def __new__(cls, *args: Any, **kwargs: Any):
         if not callable(getattr(cls, "model", None)):
             raise TypeError(f"{cls.__name__} must define model(self, x=None, n=None, **ctx)")
@@ -98,9 +100,18 @@ class GenerativeModel(PyroModule):
         """Variational family; empty by default (no latent variables)."""
 
     def point_estimate(self) -> dict[str, torch.Tensor]:
-        """Values of the story's global sample sites at the fitted parameters (what `draw` and
-        ``log_prob`` use). Empty for models whose parameters are plain tensors, not sites."""
-        return {}
+        """Values of the story's global sample sites at the fitted parameters (what `draw` uses):
+        the median of each autoguide the model holds. Empty for models whose parameters are plain
+        tensors, not sites; models with a point of their own override it."""
+        from ppl_dgm.evaluation.posterior import autoguide_medians
+
+        return autoguide_medians(self)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load saved weights; tensors that ``setup``, ``pyro.param`` or an autoguide created at fit
+        time are created first (see `ppl_dgm.lazy`)."""
+        load_lazy_state(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def setup(self, x: torch.Tensor, **ctx: Any) -> None:
         """Prepare for fitting on training data ``x`` (all of it, with its per-example context)

@@ -1,5 +1,5 @@
-"""ArviZ InferenceData from a NUTS or SVI fit: posterior, posterior predictive, pointwise
-marginal log-likelihood and observed data."""
+"""ArviZ InferenceData for any story fitted by NUTS or SVI: posterior, pointwise log-likelihood,
+posterior predictive, observed and constant data."""
 
 from __future__ import annotations
 
@@ -9,95 +9,128 @@ from typing import Any
 import arviz as az
 import numpy as np
 import torch
-from pyro import poutine
 
 from ppl_dgm.core import GenerativeModel, X
-from ppl_dgm.infer.mcmc import MCMCResult, global_site_values
+from ppl_dgm.diagnostics.predictive import posterior_predictive
+from ppl_dgm.evaluation.posterior import posterior_draws
+from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.validation import prepare_data
 
 DRAWS_PER_PASS = 256
+EXAMPLE_DIM = "example"
 
 
 def _numpy(value: torch.Tensor) -> np.ndarray:
     return value.detach().cpu().numpy()
 
 
-def _posterior_draws(model: GenerativeModel, batch: dict[str, torch.Tensor], fit: MCMCResult | None,
-                     num_draws: int) -> dict[str, torch.Tensor]:
-    """Global sites with shape ``(chains, draws, ...)``: from NUTS, or drawn from the guide (one chain)."""
-    if fit is not None:
-        return {name: value.to(model.device) for name, value in fit.samples.items()}
-    draws = [global_site_values(model, batch) for _ in range(num_draws)]
-    return {name: torch.stack([d[name] for d in draws]).unsqueeze(0) for name in draws[0]}
+def _estimator(proposals: frozenset[str], num_particles: int) -> str:
+    """How the pointwise values were computed, for the group's attributes."""
+    sampled = sorted(proposals - {"enumerated"})
+    if not sampled:
+        return "exact (discrete local latents summed out)" if proposals else "exact"
+    return f"importance sampling from the {' and '.join(sampled)}, {num_particles} samples per draw"
 
 
-def pointwise_log_likelihood(model: GenerativeModel, batch: dict[str, torch.Tensor],
-                             draws: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Marginal ``log p(x_n | theta_s)`` (discrete latents summed out) for every draw: ``(chains, draws, N)``."""
-    if not callable(getattr(model, "log_prob_at", None)):
-        raise TypeError(f"{type(model).__name__} has no log_prob_at(x, sites); it cannot give a pointwise "
-                        "marginal log-likelihood")
+@torch.no_grad()
+def pointwise_log_likelihood(model: GenerativeModel, batch: Mapping[str, torch.Tensor],
+                             draws: Mapping[str, torch.Tensor], num_particles: int = 100
+                             ) -> tuple[torch.Tensor, str]:
+    """``log p(x_n | theta_s)`` for every draw ``theta_s`` of the global sites: ``(chains, draws, N)``, nats.
+
+    The local latents are integrated out: by the model's closed form ``log_prob_at(x, sites)`` when it
+    has one; else from the traces, discrete local sites marked for enumeration summed out exactly and
+    continuous ones by importance sampling (``num_particles`` samples per draw from the guide, or from
+    the prior for sites the guide lacks). Returns the values and a one-line name of the estimator.
+    """
     context = {k: v for k, v in batch.items() if k != X}
-    chains, per_chain = next(iter(draws.values())).shape[:2]
+    chains, per_chain = next(iter(draws.values())).shape[:2] if draws else (1, 1)
     flat = {name: value.reshape(chains * per_chain, *value.shape[2:]) for name, value in draws.items()}
-    parts = []
-    with torch.no_grad():
-        for start in range(0, chains * per_chain, DRAWS_PER_PASS):
-            part = {name: value[start : start + DRAWS_PER_PASS] for name, value in flat.items()}
-            parts.append(model.log_prob_at(batch[X], part, **context))
-    return torch.cat(parts).reshape(chains, per_chain, -1)
+    if callable(getattr(model, "log_prob_at", None)):
+        parts = [model.log_prob_at(batch[X], {name: value[start : start + DRAWS_PER_PASS]
+                                              for name, value in flat.items()}, **context)
+                 for start in range(0, chains * per_chain, DRAWS_PER_PASS)]
+        return torch.cat(parts).reshape(chains, per_chain, -1), "exact (closed-form marginal)"
+    values, proposals = [], frozenset()
+    particles = num_particles
+    for s in range(chains * per_chain):
+        weights = log_importance_weights(model, batch[X], particles, context,
+                                         given={name: value[s] for name, value in flat.items()})
+        if s == 0 and not weights.proposals - {"enumerated"}:  # nothing sampled: one particle is exact
+            particles = 1
+            weights = log_importance_weights(model, batch[X], 1, context,
+                                             given={name: value[s] for name, value in flat.items()})
+        proposals = weights.proposals
+        local = weights.local.double()
+        values.append(torch.logsumexp(local, 0) - np.log(local.shape[0]))
+    return torch.stack(values).reshape(chains, per_chain, -1), _estimator(proposals, particles)
 
 
-def posterior_predictive(model: GenerativeModel, batch: dict[str, torch.Tensor],
-                         draws: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Replicated data sets, one per draw: the model run forward with the global sites fixed."""
-    context = {k: v for k, v in batch.items() if k != X}
-    n = batch[X].shape[0]
-    chains, per_chain = next(iter(draws.values())).shape[:2]
-    replicas = []
-    with torch.no_grad():
-        for c in range(chains):
-            for s in range(per_chain):
-                fixed = poutine.condition(model.model, data={name: value[c, s] for name, value in draws.items()})
-                replicas.append(poutine.trace(fixed).get_trace(None, n=n, **context).nodes[X]["value"])
-    return torch.stack(replicas).reshape(chains, per_chain, *replicas[0].shape)
+def _dims(name: str, value: torch.Tensor, leading: int) -> list[str]:
+    """ArviZ dims of a per-example tensor: the example axis, then one named axis per event dim."""
+    return [EXAMPLE_DIM] + [f"{name}_dim_{i}" for i in range(value.dim() - 1 - leading)]
 
 
 def to_inference_data(
     model: GenerativeModel,
     data: torch.Tensor | Mapping[str, torch.Tensor],
-    fit: MCMCResult | None = None,
+    fit: Any = None,
     *,
     num_draws: int = 500,
     predictive: bool = True,
+    num_particles: int = 100,
     seed: int = 0,
 ) -> az.InferenceData:
-    """Turn a NUTS run (``fit``) or an SVI fit (``fit=None``: draws from the model's guide)
-    into ``arviz.InferenceData``.
+    """Turn a NUTS run (``fit``) or an SVI fit (``fit=None``: draws from the model's guide) of any
+    story into ``arviz.InferenceData``.
 
-    Groups: ``posterior`` (the global sites, ``(chain, draw, ...)``), ``log_likelihood``
-    (``x``: the pointwise *marginal* log-likelihood of each observation, discrete latents
-    summed out, from ``model.log_prob_at``), ``posterior_predictive`` (``x``: one replicated
-    data set per draw) and ``observed_data``. Use it with ``az.summary``, ``az.loo``,
-    ``az.compare`` and ``az.plot_ppc``.
+    Groups: ``posterior`` (the global latent sites, ``(chain, draw, ...)``), ``log_likelihood``
+    (``x``: the pointwise log-likelihood ``log p(x_n | theta_s)`` of each example at each draw, local
+    latents integrated out as `pointwise_log_likelihood` says; the estimator is in the group's
+    ``estimator`` attribute), ``posterior_predictive`` (``x``: one replicated data set per draw,
+    drawn in batches of draws), ``observed_data`` and ``constant_data`` (the per-example context),
+    with an ``example`` coordinate. Use it with ``az.summary``, ``az.loo``, ``az.compare``,
+    ``az.plot_trace`` and ``az.plot_ppc``.
 
     Args:
         model: the fitted model.
-        data: the observations the fit saw, ``(N, *event_shape)`` or a mapping with ``"x"``.
-        fit: the result of `ppl_dgm.infer.mcmc.nuts`; ``None`` for SVI.
+        data: the observations the fit saw, ``(N, *event_shape)`` or a mapping with ``"x"`` and context.
+        fit: the result of `ppl_dgm.infer.mcmc.nuts` on this model; ``None`` for SVI.
         num_draws: guide draws for an SVI fit.
-        predictive: compute the posterior predictive group (one model run per draw).
-        seed: seed of the guide draws and the replicated data.
+        predictive: compute the posterior predictive group.
+        num_particles: importance samples per draw for continuous local latents.
+        seed: seed of the guide draws, the importance samples and the replicated data.
+
+    Raises:
+        ValueError: the model has no global latent sites, or ``fit`` is a run of another model.
     """
     batch = prepare_data(data, model, "data", model.device, model.dtype)
+    context = {k: v for k, v in batch.items() if k != X}
+    was_training = model.training
+    model.eval()
     with torch.random.fork_rng(devices=[batch[X].device] if batch[X].is_cuda else []):
         torch.manual_seed(seed)
-        draws = _posterior_draws(model, batch, fit, num_draws)
+        draws = posterior_draws(model, batch, fit, num_draws)
+        if not draws:
+            raise ValueError(f"{type(model).__name__} has no global latent sites (only per-example ones); "
+                             "ArviZ's posterior needs parameters drawn as sample sites")
+        log_lik, estimator = pointwise_log_likelihood(model, batch, draws, num_particles)
         groups: dict[str, Any] = {
             "posterior": {name: _numpy(value) for name, value in draws.items()},
-            "log_likelihood": {X: _numpy(pointwise_log_likelihood(model, batch, draws))},
+            "log_likelihood": {X: _numpy(log_lik)},
             "observed_data": {X: _numpy(batch[X])},
         }
+        dims = {X: _dims(X, batch[X], 0), **{k: _dims(k, v, 0) for k, v in context.items()}}
+        if context:
+            groups["constant_data"] = {k: _numpy(v) for k, v in context.items()}
         if predictive:
             groups["posterior_predictive"] = {X: _numpy(posterior_predictive(model, batch, draws))}
-    return az.from_dict(**groups)
+    model.train(was_training)
+    idata = az.from_dict(**groups, coords={EXAMPLE_DIM: np.arange(batch[X].shape[0])}, dims=dims)
+    idata.log_likelihood.attrs["estimator"] = estimator
+    if fit is not None:
+        idata.posterior.attrs["inference"] = "NUTS"
+        idata.posterior.attrs["divergences"] = list(fit.divergences)
+    else:
+        idata.posterior.attrs["inference"] = f"draws from the guide of {type(model).__name__}"
+    return idata

@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pyro
 import torch
 
-from ppl_dgm.core import DATA, GenerativeModel, X
+from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.evaluation.posterior import global_latent_sites, guide_global_values, posterior_draws
 from ppl_dgm.validation import prepare_data
 
 ROWS_PER_PASS = 2**15
@@ -32,15 +33,18 @@ class LogLikelihood:
     Attributes:
         per_sample: shape ``(N,)``, float64 on the CPU.
         kind: ``"exact"``; ``"estimate"`` (importance-weighted, a stochastic lower bound
-            that tightens with ``num_samples``); ``"bound"`` (dequantized continuous
-            density: ``log P(x) >= E_u log p(x + u)``, possibly also importance-weighted).
-        num_samples: importance samples per example (1 for exact models).
+            that tightens with ``num_samples``); ``"predictive"`` (a story with global latents:
+            the log posterior predictive density ``log (1/S) sum_s p(x_n | theta_s)``);
+            ``"bound"`` (dequantized continuous density: ``log P(x) >= E_u log p(x + u)``,
+            possibly also importance-weighted or predictive).
+        num_samples: importance samples per example (1 for exact models; posterior draws of the
+            global latents times local samples per draw for ``"predictive"``).
         num_dims: dimensions of one example, for bits per dimension.
         elbo: per-example ELBO (mean log-weight over the samples), latent-variable models only.
     """
 
     per_sample: torch.Tensor
-    kind: Literal["exact", "estimate", "bound"]
+    kind: Literal["exact", "estimate", "predictive", "bound"]
     num_samples: int
     num_dims: int
     elbo: torch.Tensor | None = None
@@ -84,25 +88,47 @@ class LogLikelihood:
         }
 
 
-def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor], num_samples: int
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log mean_k w_k`` and ``mean_k log w_k`` per example, in particle chunks."""
+def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor], num_samples: int,
+                         draws: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log mean_k w_k`` and ``mean_k log w_k`` per example (float64), over ``num_samples`` weights.
+
+    Without ``draws`` the weights come in particle chunks (each chunk shares one draw of any global
+    latent from the guide, so global latents need one particle per chunk: see `log_likelihood`); with
+    ``draws`` (site -> ``(S, ...)``) each chunk holds the global sites at one draw.
+    """
     x = batch[X]
     context = {k: v for k, v in batch.items() if k != X}
     chunk = max(1, min(num_samples, ROWS_PER_PASS // x.shape[0]))
+    passes: list[tuple[int, dict[str, torch.Tensor] | None]] = (
+        [(min(chunk, num_samples - start), None) for start in range(0, num_samples, chunk)] if draws is None else
+        [(num_samples, {name: value[s] for name, value in draws.items()}) for s in range(len(next(iter(draws.values()))))])
     log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
     sum_log = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for start in range(0, num_samples, chunk):
-        weights = log_importance_weights(model, x, min(chunk, num_samples - start), context)
-        if weights.global_latents:
-            raise ValueError(
-                f"log_likelihood needs latents local to plate {DATA!r} (or point estimates); "
-                f"global latents: {', '.join(weights.global_latents)}"
-            )
-        local = weights.local.double()
+    total = 0
+    for particles, given in passes:
+        local = log_importance_weights(model, x, particles, context, given=given).local.double()
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(local, 0))
         sum_log += local.sum(0)
-    return log_sum - math.log(num_samples), sum_log / num_samples
+        total += particles
+    return log_sum - math.log(total), sum_log / total
+
+
+def _global_draws(model: GenerativeModel, batch: dict[str, torch.Tensor], posterior: Any, num_samples: int
+                  ) -> dict[str, torch.Tensor] | None:
+    """Draws ``(S, ...)`` of the global latents to average the predictive over; ``None`` when the model's
+    global latents are point masses of its guide (or it has none) and plain importance sampling is right."""
+    if posterior is not None:
+        draws = posterior_draws(model, batch, posterior)
+        return {name: value.reshape(-1, *value.shape[2:]) for name, value in draws.items()}
+    sites = global_latent_sites(model, batch)
+    if not sites:
+        return None
+    guide_values = guide_global_values(model, batch)
+    missing = sorted(set(sites) - set(guide_values))
+    if missing:
+        raise ValueError(f"{type(model).__name__} has global latent site(s) {', '.join(missing)} that its guide does "
+                         "not sample; pass posterior= (a NUTS run) to score held-out data by the posterior predictive")
+    return None
 
 
 @torch.no_grad()
@@ -114,22 +140,33 @@ def log_likelihood(
     batch_size: int | None = None,
     dequantize: bool | None = None,
     seed: int | None = 0,
+    posterior: Any = None,
+    samples_per_draw: int = 1,
 ) -> LogLikelihood:
     """Per-example log-likelihood of ``data`` under ``model``, in nats.
 
     Exact models (``capabilities.likelihood == "exact"``) use ``model.log_prob``. Latent-
     variable models use importance weighting: ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``
     with ``z_k`` from the guide, the model trace replayed against each guide trace and the
-    sum taken in log space. Continuous densities on integer-valued data are scored on
-    ``x + u``, ``u ~ U[0, 1)^D`` (the dequantization bound), with ``kind="bound"``.
+    sum taken in log space; local latents the guide lacks are drawn from the prior, and
+    discrete ones marked for enumeration are summed out exactly. Stories with global latents
+    (a rate, regression weights) that are not point masses get the log posterior predictive
+    density ``log (1/S) sum_s p(x_n | theta_s)`` (``kind="predictive"``), ``theta_s`` drawn from
+    the guide or taken from ``posterior``, local latents importance-weighted within each draw.
+    Continuous densities on integer-valued data are scored on ``x + u``, ``u ~ U[0, 1)^D`` (the
+    dequantization bound), with ``kind="bound"``.
 
     Args:
         model: the model to score.
         data: examples ``(N, *event_shape)`` or a mapping with key ``"x"`` and context.
-        num_samples: importance samples ``K`` per example (latent-variable models).
+        num_samples: importance samples ``K`` per example; for the predictive, the number of
+            guide draws of the global latents (ignored with ``posterior``: all its draws are used).
         batch_size: examples per pass (default: as many as fit in ~32k particle rows).
         dequantize: add uniform noise first (default: for continuous models on integer data).
         seed: seed of the sampling (``None``: use the global RNG state as is).
+        posterior: a NUTS run (`ppl_dgm.infer.mcmc.MCMCResult`) of this model whose draws of the
+            global latents the predictive averages over.
+        samples_per_draw: local importance samples per posterior draw (predictive only).
 
     Returns:
         `LogLikelihood` with ``per_sample``, ``mean``, ``stderr``, ``kind``.
@@ -137,15 +174,14 @@ def log_likelihood(
     likelihood = model.capabilities.likelihood
     if likelihood == "none":
         raise ValueError(f"{type(model).__name__} defines no normalized likelihood; use sample-quality metrics")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    for name, value in (("num_samples", num_samples), ("samples_per_draw", samples_per_draw)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     batch = prepare_data(data, model, "data", model.device, model.dtype)
     x = batch[X]
     if dequantize is None:
         dequantize = needs_dequantization(model, x)
-    exact = likelihood == "exact"
-    samples = 1 if exact else num_samples
-    batch_size = batch_size or max(1, min(x.shape[0], ROWS_PER_PASS // min(samples, 128)))
+    exact = likelihood == "exact" and posterior is None
     devices = [x.device] if x.device.type == "cuda" else []
     was_training = model.training
     model.eval()
@@ -153,6 +189,11 @@ def log_likelihood(
     with torch.random.fork_rng(devices=devices, enabled=seed is not None), pyro.validation_enabled(False):
         if seed is not None:
             torch.manual_seed(seed)
+        draws = None if exact else _global_draws(model, batch, posterior, num_samples)
+        predictive = not exact and (draws is not None or bool(_guide_global_latents(model, batch)))
+        samples = 1 if exact else num_samples if draws is None else len(next(iter(draws.values())))
+        per_pass = samples_per_draw if predictive else samples
+        batch_size = batch_size or max(1, min(x.shape[0], ROWS_PER_PASS // min(per_pass, 128)))
         for start in range(0, x.shape[0], batch_size):
             part = {k: v[start : start + batch_size] for k, v in batch.items()}
             if dequantize:
@@ -161,14 +202,45 @@ def log_likelihood(
                 context = {k: v for k, v in part.items() if k != X}
                 scores.append(model.log_prob(part[X], **context).double())
             else:
-                score, elbo = _importance_weighted(model, part, samples)
+                score, elbo = (_predictive(model, part, samples, samples_per_draw, draws) if predictive
+                               else _importance_weighted(model, part, samples))
                 scores.append(score)
                 elbos.append(elbo)
     model.train(was_training)
+    kind = "bound" if dequantize else "exact" if exact else "predictive" if predictive else "estimate"
     return LogLikelihood(
         per_sample=torch.cat(scores).cpu(),
-        kind="bound" if dequantize else ("exact" if exact else "estimate"),
-        num_samples=samples,
+        kind=kind,
+        num_samples=samples * (samples_per_draw if predictive else 1),
         num_dims=math.prod(x.shape[1:]),
         elbo=torch.cat(elbos).cpu() if elbos else None,
     )
+
+
+def _guide_global_latents(model: GenerativeModel, batch: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The guide's global sites that are not point masses (whose draws the predictive averages over)."""
+    one = {k: v[:1] for k, v in batch.items()}
+    return log_importance_weights(model, one[X], 1, {k: v for k, v in one.items() if k != X}).global_latents
+
+
+def _predictive(model: GenerativeModel, batch: dict[str, torch.Tensor], num_draws: int, samples_per_draw: int,
+                draws: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log (1/S) sum_s p_hat(x_n | theta_s)`` and the mean log-weight, per example (float64).
+
+    Each draw ``theta_s`` (from the guide, or from ``draws``) comes with ``samples_per_draw`` local
+    importance samples; all ``S * K`` weights are averaged in log space.
+    """
+    if draws is not None:
+        return _importance_weighted(model, batch, samples_per_draw, draws)
+    x = batch[X]
+    context = {k: v for k, v in batch.items() if k != X}
+    log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+    sum_log = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for _ in range(num_draws):
+        local = log_importance_weights(model, x, samples_per_draw, context).local.double()
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(local, 0))
+        sum_log += local.sum(0)
+    total = num_draws * samples_per_draw
+    return log_sum - math.log(total), sum_log / total
+
+

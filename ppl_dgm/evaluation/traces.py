@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import torch
 from pyro import poutine
 from pyro.distributions import Delta
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
-from ppl_dgm.core import DATA
+from ppl_dgm.sites import DATA
 
 
 def repeat_batch(value: Any, times: int, batch_size: int) -> Any:
@@ -32,15 +35,35 @@ class LogWeights(NamedTuple):
         global_: shape ``()``: the sites outside the plate (global latents and their priors).
         global_latents: names of guide sites outside the plate that are not point masses.
         not_reparameterized: names of guide sites drawn without a reparameterized sampler.
+        proposals: how the local latents were handled: ``"guide"`` (drawn from the guide),
+            ``"prior"`` (model sites the guide lacks, drawn from the prior), ``"enumerated"``
+            (discrete sites marked for enumeration, summed out exactly); empty without local latents.
     """
 
     local: torch.Tensor
     global_: torch.Tensor | float
     global_latents: tuple[str, ...]
     not_reparameterized: tuple[str, ...]
+    proposals: frozenset[str] = frozenset()
 
 
-def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False
+def in_data_plate(site: dict) -> bool:
+    """Whether a trace site lies inside plate ``"data"`` (is local to one example)."""
+    return any(frame.name == DATA for frame in site["cond_indep_stack"])
+
+
+def is_latent(site: dict) -> bool:
+    """A sample site that is neither observed, a plate's subsample, nor a ``pyro.deterministic``."""
+    return (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+            and not site["infer"].get("_deterministic"))
+
+
+def is_enumerated(site: dict) -> bool:
+    """A latent site marked for enumeration (``infer={"enumerate": "parallel"}``)."""
+    return is_latent(site) and site["infer"].get("enumerate") == "parallel"
+
+
+def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False, skip: frozenset[str] = frozenset()
                    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     """Sum the log-densities of a trace's sample sites, split by the data plate.
 
@@ -48,12 +71,13 @@ def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False
     plate ``"data"`` per example, ``global_`` (a scalar) sums the sites outside it. Masks are
     applied, and with ``scaled`` the sites' ``poutine.scale`` factors too (a training
     objective's choice, e.g. a beta-VAE; a likelihood is unscaled); ``pyro.deterministic``
-    sites contribute nothing. Units: nats.
+    sites and the sites named in ``skip`` contribute nothing. Units: nats.
     """
     local: torch.Tensor | float = 0.0
     global_: torch.Tensor | float = 0.0
-    for site in trace.nodes.values():
-        if site["type"] != "sample" or site["infer"].get("_deterministic") or site_is_subsample(site):
+    for name, site in trace.nodes.items():
+        if (site["type"] != "sample" or site["infer"].get("_deterministic") or site_is_subsample(site)
+                or name in skip):
             continue
         log_p = site["fn"].log_prob(site["value"])
         if site["mask"] is not None:
@@ -69,16 +93,43 @@ def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False
     return local, global_
 
 
-def _global_latents(guide_trace: Trace) -> tuple[str, ...]:
-    """Guide sample sites outside plate ``"data"`` that are not point masses."""
-    return tuple(
-        name
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample"
-        and not site_is_subsample(site)
-        and not any(f.name == DATA for f in site["cond_indep_stack"])
-        and not isinstance(site["fn"], Delta)
-    )
+def plate_nesting(trace: Trace) -> int:
+    """How many batch dimensions the trace's vectorized plates use (``max_plate_nesting``)."""
+    dims = [-frame.dim for site in trace.nodes.values() if site["type"] == "sample"
+            for frame in site["cond_indep_stack"] if frame.vectorized]
+    return max(dims, default=0)
+
+
+def enumerated_log_probs(trace: Trace, batch_size: int, skip: frozenset[str]
+                         ) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """Like `site_log_probs` for a trace run under ``poutine.enum``: the enumerated sites are summed
+    out exactly per example, by tensor message passing over the plates (Pyro's ``contract_to_tensor``).
+
+    Returns ``(local (batch_size,), global_)``; enumerated sites must lie inside plate ``"data"``.
+    """
+    trace.compute_log_prob()
+    trace.pack_tensors()
+    plate_symbols = set(trace.plate_to_symbol.values())
+    terms: OrderedDict[frozenset, list[torch.Tensor]] = OrderedDict()
+    sum_dims: set[str] = set()
+    global_: torch.Tensor | float = 0.0
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["infer"].get("_deterministic") or site_is_subsample(site) or name in skip:
+            continue
+        if not in_data_plate(site):
+            if is_enumerated(site):
+                raise ValueError(f"site {name!r} is enumerated outside plate {DATA!r}: the log-likelihood does not "
+                                 "split into one term per example; move it inside the plate or give it a guide")
+            global_ = global_ + site["log_prob"].sum()
+            continue
+        log_p = packed.scale_and_mask(site["packed"]["unscaled_log_prob"], mask=site["packed"]["mask"])
+        if is_enumerated(site):
+            sum_dims.update(set(log_p._pyro_dims) - plate_symbols)
+        ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+        terms.setdefault(ordinal, []).append(log_p)
+    target = frozenset({trace.plate_to_symbol[DATA]})
+    local = contract_to_tensor(terms, sum_dims, target_ordinal=target)
+    return local.reshape(-1).expand(batch_size), global_
 
 
 def log_importance_weights(
@@ -87,12 +138,14 @@ def log_importance_weights(
     num_particles: int = 1,
     context: Mapping[str, Any] | None = None,
     scaled: bool = False,
+    given: Mapping[str, torch.Tensor] | None = None,
 ) -> LogWeights:
     """Log importance weights ``log p(x, z) - log q(z | x)`` of a model/guide pair (nats).
 
     Draws ``num_particles`` guide traces per example by tiling the batch (the model's plate
-    ``"data"`` sees ``K * N`` rows) and replays the model against them, so any model whose
-    latents are local to plate ``"data"`` needs no particle dimension of its own.
+    ``"data"`` sees ``K * N`` rows, with one draw of any global latent) and replays the model
+    against them. Local latents the guide lacks are drawn from the prior, so their prior density
+    cancels and is left out; discrete ones marked for enumeration are summed out exactly.
 
     Args:
         model: a `GenerativeModel`.
@@ -100,19 +153,40 @@ def log_importance_weights(
         num_particles: samples ``K`` per example.
         context: extra per-example keyword arguments of model and guide (tiled too).
         scaled: apply the sites' ``poutine.scale`` factors (training objectives do).
+        given: values of global latent sites to hold fixed in model and guide (a posterior draw).
 
     Returns:
         `LogWeights` with ``local`` of shape ``(K, N)``.
+
+    Raises:
+        ValueError: the guide samples a site the model does not have.
     """
     n = x.shape[0]
     xs = repeat_batch(x, num_particles, n)
     ctx = {k: repeat_batch(v, num_particles, n) for k, v in (context or {}).items()}
-    guide_trace = poutine.trace(model.guide).get_trace(xs, **ctx)
-    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(xs, **ctx)
+    guide, story = model.guide, model.model
+    if given:
+        guide, story = poutine.condition(guide, data=dict(given)), poutine.condition(story, data=dict(given))
+    guide_trace = poutine.trace(guide).get_trace(xs, **ctx)
+    replayed = poutine.replay(story, trace=guide_trace)
+    model_trace = poutine.trace(replayed).get_trace(xs, **ctx)
+    _check_guide_sites(model, guide_trace, model_trace)
+    from_prior = frozenset(name for name, site in model_trace.nodes.items()
+                           if is_latent(site) and name not in guide_trace.nodes and not is_enumerated(site))
+    enumerated = [name for name, site in model_trace.nodes.items()
+                  if is_enumerated(site) and name not in guide_trace.nodes]
     rows = num_particles * n
-    model_local, model_global = site_log_probs(model_trace, rows, scaled)
+    if enumerated:
+        nesting = getattr(model, "max_plate_nesting", None) or plate_nesting(model_trace)
+        enum_trace = poutine.trace(poutine.enum(replayed, first_available_dim=-nesting - 1)).get_trace(xs, **ctx)
+        model_local, model_global = enumerated_log_probs(enum_trace, rows, from_prior)
+    else:
+        model_local, model_global = site_log_probs(model_trace, rows, scaled, from_prior)
     guide_local, guide_global = site_log_probs(guide_trace, rows, scaled)
     local = torch.as_tensor(model_local - guide_local, device=x.device)
+    local_latents = [name for name, site in model_trace.nodes.items() if is_latent(site) and in_data_plate(site)]
+    proposals = frozenset("enumerated" if name in enumerated else "prior" if name in from_prior else "guide"
+                          for name in local_latents)
     return LogWeights(
         local.expand(rows).reshape(num_particles, n),
         model_global - guide_global,
@@ -120,6 +194,25 @@ def log_importance_weights(
         tuple(
             name
             for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site) and not site["fn"].has_rsample
+            if is_latent(site) and not site["fn"].has_rsample
         ),
+        proposals,
     )
+
+
+def _global_latents(guide_trace: Trace) -> tuple[str, ...]:
+    """Guide sample sites outside plate ``"data"`` that are not point masses."""
+    return tuple(
+        name
+        for name, site in guide_trace.nodes.items()
+        if is_latent(site) and not in_data_plate(site) and not isinstance(site["fn"], Delta)
+    )
+
+
+def _check_guide_sites(model: Any, guide_trace: Trace, model_trace: Trace) -> None:
+    """``ValueError`` when the guide samples sites the model lacks (a typo, or another model's guide)."""
+    extra = [name for name, site in guide_trace.nodes.items()
+             if is_latent(site) and not site["infer"].get("is_auxiliary") and name not in model_trace.nodes]
+    if extra:
+        raise ValueError(f"the guide of {type(model).__name__} samples site(s) {', '.join(map(repr, extra))} that "
+                         "the model does not have; a guide may only sample the model's latent sites")

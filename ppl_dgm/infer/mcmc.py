@@ -11,10 +11,11 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.infer import MCMC, NUTS
-from pyro.infer.autoguide.initialization import init_to_value
-from pyro.poutine.util import site_is_subsample
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
-from ppl_dgm.core import DATA, GenerativeModel, X
+from ppl_dgm.core import GenerativeModel, X
+from ppl_dgm.evaluation.posterior import global_latent_sites, guide_global_values
+from ppl_dgm.lazy import initialize_parameters
 from ppl_dgm.validation import prepare_data
 
 
@@ -41,16 +42,13 @@ class MCMCResult:
         return next(iter(self.samples.values())).shape[1]
 
 
-def global_site_values(model: GenerativeModel, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Values of the latent sample sites outside plate ``"data"`` in one run of the guide."""
-    context = {k: v for k, v in batch.items() if k != X}
-    trace = poutine.trace(model.guide).get_trace(batch[X], **context)
-    return {
-        name: site["value"].detach()
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]
-        and not any(frame.name == DATA for frame in site["cond_indep_stack"])
-    }
+def _start(model: GenerativeModel, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The guide's point for the global latents: the model's `point_estimate` (autoguide medians,
+    an estimator's fit), else one draw of a guide that samples them; empty without a guide."""
+    sites = global_latent_sites(model, batch)
+    start = {name: value for name, value in model.point_estimate().items() if name in sites}
+    drawn = guide_global_values(model, batch)
+    return {**{name: value for name, value in drawn.items() if name in sites}, **start}
 
 
 def _jittered(model: GenerativeModel, batch: Mapping[str, torch.Tensor], start: dict[str, torch.Tensor],
@@ -81,10 +79,12 @@ def nuts(
 ) -> MCMCResult:
     """Sample the posterior of ``model``'s global parameters with NUTS (Hoffman & Gelman, 2014).
 
-    Discrete latent sites marked ``infer={"enumerate": "parallel"}`` are summed out. Chains run
-    one after another, each from the model's fitted point (its guide's global sites; call
-    ``model.setup(x)`` or fit it first) moved by ``jitter`` in unconstrained space, with seeds
-    ``seed, seed + 1, ...``. Starting all chains in one mode keeps mixture components from
+    Works on any story: discrete latent sites marked ``infer={"enumerate": "parallel"}`` are
+    summed out; the guide (an autoguide, a hand-written one, or none) only supplies the start.
+    Chains run one after another, each from the model's fitted point (its `point_estimate`, e.g.
+    the autoguide's median, else a draw of its guide) moved by ``jitter`` in unconstrained space,
+    with seeds ``seed, seed + 1, ...``; sites the guide does not cover start at their prior median
+    (Pyro's ``init_to_median``). Starting all chains in one mode keeps mixture components from
     swapping labels between chains, so R-hat compares like with like.
 
     Args:
@@ -105,15 +105,16 @@ def nuts(
     batch = prepare_data(data, model, "data", model.device, model.dtype)
     context = {k: v for k, v in batch.items() if k != X}
     model.setup(batch[X], **context)
-    start = global_site_values(model, batch) if callable(getattr(model, "guide", None)) else {}
+    initialize_parameters(model, batch)
+    start = _start(model, batch)
     samples: dict[str, list[torch.Tensor]] = {}
     divergences = []
     began = time.perf_counter()
     for chain in range(num_chains):
         pyro.set_rng_seed(seed + chain)
-        kernel = NUTS(model.model, max_plate_nesting=getattr(model, "max_plate_nesting", 1),
-                      target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
-                      init_strategy=init_to_value(values=_jittered(model, batch, start, jitter)))
+        init = init_to_value(values=_jittered(model, batch, start, jitter), fallback=init_to_median)
+        kernel = NUTS(model.model, max_plate_nesting=getattr(model, "max_plate_nesting", None),
+                      target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth, init_strategy=init)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress)
         mcmc.run(batch[X], **context)
         for name, value in mcmc.get_samples().items():

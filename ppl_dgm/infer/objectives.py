@@ -9,10 +9,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyro.infer
 import torch
+from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
-from ppl_dgm.core import DATA, X
-from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.evaluation.traces import is_enumerated, log_importance_weights
+from ppl_dgm.sites import DATA, X
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -122,26 +123,39 @@ class PyroObjective:
             return self.elbo.differentiable_loss(*args, **_context(batch))
 
 
+def has_enumerated_sites(model: Any, batch: Batch) -> bool:
+    """Whether the model marks latent sites the guide does not sample for enumeration (one run on ``batch``)."""
+    context = _context(batch)
+    with torch.no_grad(), pyro.validation_enabled(False):
+        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **context)
+        trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch[X], **context)
+    return any(is_enumerated(site) and name not in guide_trace.nodes for name, site in trace.nodes.items())
+
+
 def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,
-                   alpha: float = 0.5, model: Any = None) -> Objective:
+                   alpha: float = 0.5, model: Any = None, enumerate_discrete: bool = False) -> Objective:
     """Resolve ``"elbo"``, ``"iwae"``, ``"renyi"``, a Pyro ELBO or an `Objective`.
 
     ``num_particles`` defaults to 1 for the ELBO and 5 for the importance-weighted bounds;
-    ``alpha`` is used by ``"renyi"`` only. For a ``model`` with discrete latent variables,
-    ``"elbo"`` sums them out with ``TraceEnum_ELBO`` (its ``max_plate_nesting`` attribute,
-    default 1); the importance-weighted bounds need continuous latents.
+    ``alpha`` is used by ``"renyi"`` only. For a ``model`` with discrete latent variables
+    (``capabilities.discrete_latents``, or ``enumerate_discrete`` when a run of the story showed
+    sites marked for enumeration), ``"elbo"`` sums them out with ``TraceEnum_ELBO`` (with the
+    model's ``max_plate_nesting`` attribute, else Pyro's guess); the importance-weighted bounds need
+    continuous latents.
     """
     if isinstance(objective, pyro.infer.ELBO):
         return PyroObjective(objective)
     if isinstance(objective, Objective):
         return objective
-    discrete = model is not None and model.capabilities.discrete_latents
+    discrete = enumerate_discrete or (model is not None and model.capabilities.discrete_latents)
     if discrete and objective in ("iwae", "renyi"):
         raise ValueError(f"objective {objective!r} needs continuous latents; {type(model).__name__} has discrete "
                          "ones (use 'elbo', which sums them out)")
     if objective == "elbo" and discrete:
-        nesting = getattr(model, "max_plate_nesting", 1)
-        return PyroObjective(pyro.infer.TraceEnum_ELBO(max_plate_nesting=nesting, num_particles=num_particles or 1))
+        nesting = getattr(model, "max_plate_nesting", None)
+        elbo = pyro.infer.TraceEnum_ELBO(num_particles=num_particles or 1,
+                                         **({"max_plate_nesting": nesting} if nesting is not None else {}))
+        return PyroObjective(elbo)
     if objective == "elbo":
         return ELBO(num_particles or 1)
     if objective == "iwae":

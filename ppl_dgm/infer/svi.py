@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.infer.objectives import Objective, make_objective
+from ppl_dgm.infer.objectives import ELBO, Objective, has_enumerated_sites, make_objective
+from ppl_dgm.lazy import initialize_parameters
 from ppl_dgm.validation import prepare_data
 
 
@@ -156,7 +157,13 @@ def fit(
         pyro.set_rng_seed(seed)
 
     model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **{k: v for k, v in train.items() if k != X})
+    initialize_parameters(model, _rows(train, slice(0, batch_size), dequantize))
+    if isinstance(loss_fn, ELBO) and has_enumerated_sites(model, _rows(train, slice(0, 1), dequantize)):
+        loss_fn = make_objective(objective, num_particles, alpha, model, enumerate_discrete=True)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no parameters to fit: neither the model nor the guide holds "
+                         "an nn.Parameter, a pyro.param or an autoguide")
     optimizer = torch.optim.Adam(params, lr=lr)
     result = FitResult()
     if resume:

@@ -1,0 +1,133 @@
+"""Parameters created on first use: ``pyro.param`` in a story, autoguides, data-dependent setup.
+
+A story's ``pyro.param`` statements and a Pyro autoguide's parameters do not exist until the story
+first runs. `initialize_parameters` runs it once on a batch, so that an optimizer sees them; the
+batch is kept with the model (``prototype_batch``) when it created any, so that a saved model is
+rebuilt by running the story once on it before its weights are loaded (`load_lazy_state`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from ppl_dgm.sites import X
+
+PYRO_PARAMS = "pyro_params"
+"""Submodule holding the unconstrained values of a story's ``pyro.param`` statements."""
+PROTOTYPE = "prototype_batch"
+"""Submodule holding the batch whose first run created the lazy parameters."""
+
+
+def in_module_scope(method: Callable) -> Callable:
+    """Wrap a story's ``model``/``guide`` method so that it runs inside its module's Pyro context.
+
+    Inside it, ``pyro.param`` statements read and write the model's own parameter store (never the
+    global one), and the parameters a run created become ``nn.Parameter`` s of the model afterwards.
+    """
+    if getattr(method, "_in_module_scope", False):
+        return method
+
+    @functools.wraps(method)
+    def scoped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        context = self._pyro_context
+        outermost = not context.active
+        with context:
+            result = method(self, *args, **kwargs)
+        if outermost:
+            adopt_pyro_params(self)
+        return result
+
+    scoped._in_module_scope = True  # type: ignore[attr-defined]
+    return scoped
+
+
+def _key(name: str) -> str:
+    """A ``pyro.param`` name as a submodule-safe key (no dots)."""
+    return name.replace(".", "__")
+
+
+def adopt_pyro_params(module: nn.Module) -> None:
+    """Make every unconstrained ``pyro.param`` value in the module's store an ``nn.Parameter`` of it."""
+    state = module._pyro_context.param_state["params"]
+    if not state:
+        return
+    if PYRO_PARAMS not in module._modules:
+        module.add_module(PYRO_PARAMS, nn.ParameterDict())
+    owned = module._modules[PYRO_PARAMS]
+    for name, value in state.items():
+        key = _key(name)
+        if key in owned and owned[key] is value:
+            continue
+        parameter = value if isinstance(value, nn.Parameter) else nn.Parameter(value.detach())
+        state[name] = parameter
+        owned[key] = parameter
+
+
+@torch.no_grad()
+def run_story_once(model: Any, batch: Mapping[str, torch.Tensor]) -> None:
+    """Run the guide, then the model replayed against it, on ``batch`` (creates lazy parameters)."""
+    context = {k: v for k, v in batch.items() if k != X}
+    with pyro.validation_enabled(False):
+        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **context)
+        poutine.replay(model.model, trace=guide_trace)(batch[X], **context)
+
+
+def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:
+    """Create the parameters a story makes on first use by running it once on ``batch``.
+
+    When that created any, ``batch`` is kept as buffers of a ``prototype_batch`` submodule, so that
+    a checkpoint carries what is needed to create them again before loading their values.
+    """
+    before = set(model.state_dict())
+    run_story_once(model, batch)
+    if set(model.state_dict()) != before and PROTOTYPE not in model._modules:
+        prototype = nn.Module()
+        for name, value in batch.items():
+            prototype.register_buffer(name, value.detach().clone())
+        model.add_module(PROTOTYPE, prototype)
+
+
+def _allocate(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Create the missing leaves of ``state_dict`` whose owner module exists, with the saved values
+    (entries of a ``ParameterDict`` as parameters, everything else as buffers)."""
+    for key, value in state_dict.items():
+        owner_name, _, name = key.rpartition(".")
+        try:
+            owner = model.get_submodule(owner_name) if owner_name else model
+        except AttributeError:
+            continue
+        if name in owner._parameters or name in owner._buffers or hasattr(owner, name):
+            continue
+        if isinstance(owner, nn.ParameterDict):
+            owner[name] = nn.Parameter(value.detach().clone())
+        else:
+            owner.register_buffer(name, value.detach().clone())
+
+
+def load_lazy_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Before ``load_state_dict``: create the tensors that fit or first use created.
+
+    Tensors made by ``setup`` are allocated from their saved values; when the checkpoint holds a
+    prototype batch, the story runs once on it to create autoguide and ``pyro.param`` parameters.
+    """
+    prefix = PROTOTYPE + "."
+    prototype = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    rest = {k: v for k, v in state_dict.items() if not k.startswith(prefix) and not k.startswith(PYRO_PARAMS + ".")}
+    _allocate(model, rest)
+    if prototype and PROTOTYPE not in model._modules:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        batch = {k: v.to(device) for k, v in prototype.items()}
+        initialize_parameters(model, batch)
+        if PROTOTYPE not in model._modules:  # the run created nothing new; keep the keys loadable
+            holder = nn.Module()
+            for name, value in batch.items():
+                holder.register_buffer(name, value.clone())
+            model.add_module(PROTOTYPE, holder)
+    _allocate(model, rest)
