@@ -8,6 +8,7 @@ from ppl_dgm.evaluation import LogLikelihood, bits_per_dim, log_likelihood
 from ppl_dgm.infer import FitResult, NonFiniteLossError, fit
 from ppl_dgm.io import load, save
 from ppl_dgm.models import register_model
+from ppl_dgm.story import Story, story
 
 try:
     __version__ = version("ppl_dgm")
@@ -16,6 +17,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DATA", "X", "Z", "Capabilities", "FitResult", "GenerativeModel", "LogLikelihood", "NonFiniteLossError",
-    "bits_per_dim", "data_plate", "datasets", "draw", "fit", "load", "log_likelihood", "models", "register_model",
-    "save",
+    "Story", "bits_per_dim", "data_plate", "datasets", "draw", "fit", "load", "log_likelihood", "models",
+    "register_model", "save", "story",
 ]

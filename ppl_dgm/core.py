@@ -28,14 +28,15 @@ class Capabilities:
             estimate exists, ``"none"`` when the model defines no normalized density.
         data: ``"discrete"`` when the model puts probability mass on integer values,
             ``"continuous"`` when it is a density (scored on integer data through the
-            dequantization bound).
+            dequantization bound); ``None`` (the default): read from the support of the
+            observed site's distribution in a run of the story.
         discrete_latents: the model has discrete latent variables.
         sequential: examples are sequences of shape ``(T, D)``.
         conditional: the model takes context (e.g. labels) besides ``x``.
     """
 
     likelihood: Literal["exact", "bound", "none"]
-    data: Literal["discrete", "continuous"] = "continuous"
+    data: Literal["discrete", "continuous"] | None = None
     discrete_latents: bool = False
     sequential: bool = False
     conditional: bool = False

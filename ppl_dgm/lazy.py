@@ -82,16 +82,22 @@ def run_story_once(model: Any, batch: Mapping[str, torch.Tensor]) -> None:
 def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:
     """Create the parameters a story makes on first use by running it once on ``batch``.
 
-    When that created any, ``batch`` is kept as buffers of a ``prototype_batch`` submodule, so that
+    When the model has such parameters (an autoguide, ``pyro.param`` statements), ``batch`` is kept as buffers of a ``prototype_batch`` submodule, so that
     a checkpoint carries what is needed to create them again before loading their values.
     """
-    before = set(model.state_dict())
     run_story_once(model, batch)
-    if set(model.state_dict()) != before and PROTOTYPE not in model._modules:
+    if _has_first_use_parameters(model) and PROTOTYPE not in model._modules:
         prototype = nn.Module()
         for name, value in batch.items():
             prototype.register_buffer(name, value.detach().clone())
         model.add_module(PROTOTYPE, prototype)
+
+
+def _has_first_use_parameters(model: nn.Module) -> bool:
+    """Whether the model holds parameters that only a run of the story creates."""
+    from pyro.infer.autoguide import AutoGuide
+
+    return PYRO_PARAMS in model._modules or any(isinstance(m, AutoGuide) for m in model.modules())
 
 
 def _allocate(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -84,7 +84,8 @@ def to_inference_data(
     """Turn a NUTS run (``fit``) or an SVI fit (``fit=None``: draws from the model's guide) of any
     story into ``arviz.InferenceData``.
 
-    Groups: ``posterior`` (the global latent sites, ``(chain, draw, ...)``), ``log_likelihood``
+    Groups: ``posterior`` (the global latent sites, ``(chain, draw, ...)``, and a NUTS run's local
+    ones with an ``example`` axis), ``log_likelihood``
     (``x``: the pointwise log-likelihood ``log p(x_n | theta_s)`` of each example at each draw, local
     latents integrated out as `pointwise_log_likelihood` says; the estimator is in the group's
     ``estimator`` attribute), ``posterior_predictive`` (``x``: one replicated data set per draw,
@@ -115,12 +116,15 @@ def to_inference_data(
             raise ValueError(f"{type(model).__name__} has no global latent sites (only per-example ones); "
                              "ArviZ's posterior needs parameters drawn as sample sites")
         log_lik, estimator = pointwise_log_likelihood(model, batch, draws, num_particles)
+        local_draws = {name: value for name, value in (fit.samples.items() if fit is not None else ())
+                       if name not in draws}
         groups: dict[str, Any] = {
-            "posterior": {name: _numpy(value) for name, value in draws.items()},
+            "posterior": {name: _numpy(value) for name, value in {**draws, **local_draws}.items()},
             "log_likelihood": {X: _numpy(log_lik)},
             "observed_data": {X: _numpy(batch[X])},
         }
-        dims = {X: _dims(X, batch[X], 0), **{k: _dims(k, v, 0) for k, v in context.items()}}
+        dims = {X: _dims(X, batch[X], 0), **{k: _dims(k, v, 0) for k, v in context.items()},
+                **{k: _dims(k, v, 2) for k, v in local_draws.items() if v.shape[2] == batch[X].shape[0]}}
         if context:
             groups["constant_data"] = {k: _numpy(v) for k, v in context.items()}
         if predictive:

@@ -5,15 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pyro import poutine
+
+from ppl_dgm.sites import DATA, X
 
 
-def needs_dequantization(model: Any, x: torch.Tensor) -> bool:
+def needs_dequantization(model: Any, x: torch.Tensor, context: dict[str, torch.Tensor] | None = None) -> bool:
     """True when ``model`` is a continuous density and every value of ``x`` is an integer.
 
     Such data are then modelled as ``x + u``, ``u ~ U[0, 1)^D``, which turns the density's
-    log-likelihood into a lower bound on the log-probability of the discrete data.
+    log-likelihood into a lower bound on the log-probability of the discrete data. A model that
+    does not declare ``capabilities.data`` is a density unless its observed site's distribution
+    has a discrete support (one run of the story on ``x`` tells).
     """
-    return model.capabilities.data == "continuous" and bool((x == torch.round(x)).all())
+    if not bool((x == torch.round(x)).all()):
+        return False
+    declared = model.capabilities.data
+    if declared is not None:
+        return declared == "continuous"
+    return not observed_support_is_discrete(model, x, context)
+
+
+@torch.no_grad()
+def observed_support_is_discrete(model: Any, x: torch.Tensor, context: dict[str, torch.Tensor] | None = None) -> bool:
+    """Whether the distribution at the story's observed site ``"x"`` has a discrete support."""
+    context = context or {}
+    guide_trace = poutine.trace(model.guide).get_trace(x, **context)
+    trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x, **context)
+    if X not in trace.nodes:
+        raise ValueError(f"{type(model).__name__}'s model has no observed site {X!r}; observe the data with "
+                         f"pyro.sample({X!r}, ..., obs=x) inside pyro.plate({DATA!r}, N)")
+    return bool(trace.nodes[X]["fn"].support.is_discrete)
 
 
 def dequantize(x: torch.Tensor) -> torch.Tensor:

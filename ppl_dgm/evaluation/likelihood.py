@@ -180,7 +180,7 @@ def log_likelihood(
     batch = prepare_data(data, model, "data", model.device, model.dtype)
     x = batch[X]
     if dequantize is None:
-        dequantize = needs_dequantization(model, x)
+        dequantize = needs_dequantization(model, x, {k: v for k, v in batch.items() if k != X})
     exact = likelihood == "exact" and posterior is None
     devices = [x.device] if x.device.type == "cuda" else []
     was_training = model.training

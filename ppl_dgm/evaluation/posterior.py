@@ -20,13 +20,20 @@ def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != X}
 
 
-def global_latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, dict]:
-    """The model's latent sample sites outside plate ``"data"`` (name -> trace site), in one run
-    of the model replayed against its guide on ``batch``."""
+def latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The model's latent sample sites ``(global, local)`` (name -> trace site), outside and inside
+    plate ``"data"``, in one run of the model replayed against its guide on ``batch``."""
     with torch.no_grad():
         guide_trace = poutine.trace(model.guide).get_trace(batch[X], **_context(batch))
         trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch[X], **_context(batch))
-    return {name: site for name, site in trace.nodes.items() if is_latent(site) and not in_data_plate(site)}
+    latent = {name: site for name, site in trace.nodes.items() if is_latent(site)}
+    return ({name: site for name, site in latent.items() if not in_data_plate(site)},
+            {name: site for name, site in latent.items() if in_data_plate(site)})
+
+
+def global_latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, dict]:
+    """The model's latent sample sites outside plate ``"data"`` (name -> trace site)."""
+    return latent_sites(model, batch)[0]
 
 
 def guide_global_values(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -81,15 +88,16 @@ def posterior_draws(model: Any, batch: Mapping[str, torch.Tensor], fit: Any = No
     """Draws of every global latent site of ``model``: site name -> ``(chains, draws, *site_shape)``.
 
     From ``fit`` (an `MCMCResult` of `ppl_dgm.infer.mcmc.nuts`) when given, else ``num_draws``
-    draws from the model's guide (one chain).
+    draws from the model's guide (one chain). A NUTS run's draws of local latents (sites inside
+    plate ``"data"``) are left out: they belong to the examples, not to the parameters.
 
     Raises:
         ValueError: the draws miss a global latent of the model, or hold sites it does not have
             (a run of another model), or have the wrong shape.
     """
-    sites = global_latent_sites(model, batch)
+    sites, local = latent_sites(model, batch)
     if fit is not None:
-        draws = {name: value.to(batch[X].device) for name, value in fit.samples.items()}
+        draws = {name: value.to(batch[X].device) for name, value in fit.samples.items() if name not in local}
         source = "the NUTS run"
     else:
         draws = draws_from_guide(model, batch, num_draws) if sites else {}

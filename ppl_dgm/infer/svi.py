@@ -151,12 +151,19 @@ def fit(
     dtype = model.dtype
     train = prepare_data(data, model, "data", device, dtype)
     valid = prepare_data(val, model, "val", device, dtype) if val is not None else None
-    if dequantize is None:
-        dequantize = needs_dequantization(model, train[X])
+    context = {k: v for k, v in train.items() if k != X}
     if seed is not None:
         pyro.set_rng_seed(seed)
-
-    model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **{k: v for k, v in train.items() if k != X})
+    set_up = False
+    if dequantize is None and model.capabilities.data is None:  # a run of the story tells mass from density
+        model.setup(train[X], **context)
+        set_up = True
+        first = _rows(train, slice(0, batch_size), False)
+        dequantize = needs_dequantization(model, first[X], {k: v for k, v in first.items() if k != X})
+    elif dequantize is None:
+        dequantize = needs_dequantization(model, train[X])
+    if not set_up:
+        model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **context)
     initialize_parameters(model, _rows(train, slice(0, batch_size), dequantize))
     if isinstance(loss_fn, ELBO) and has_enumerated_sites(model, _rows(train, slice(0, 1), dequantize)):
         loss_fn = make_objective(objective, num_particles, alpha, model, enumerate_discrete=True)

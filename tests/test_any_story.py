@@ -1,0 +1,248 @@
+"""Any Pyro story, end to end: autoguides, Pyro idioms, predictive scoring, NUTS and ArviZ, bad input."""
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+from pyro.infer import autoguide
+
+import ppl_dgm
+from ppl_dgm import GenerativeModel, X, data_plate
+from ppl_dgm.diagnostics import to_inference_data
+from ppl_dgm.infer.mcmc import nuts
+
+A, B = 2.0, 1.0  # Gamma prior of the Poisson rate
+
+
+class PoissonStory(GenerativeModel):
+    """A user's Poisson story with an autoguide: ``rate ~ Gamma(2, 1)``, ``x_n ~ Poisson(rate)``."""
+
+    def __init__(self, guide: str = "AutoNormal"):
+        super().__init__()
+        self.autoguide = getattr(autoguide, guide)(self.model)
+
+    def model(self, x=None, n=None):
+        rate = pyro.sample("rate", dist.Gamma(A, B))
+        with data_plate(x, n):
+            return pyro.sample(X, dist.Poisson(rate), obs=x)
+
+    def guide(self, x=None, n=None):
+        return self.autoguide(x, n)
+
+
+@pytest.fixture(scope="module")
+def counts():
+    generator = torch.Generator().manual_seed(1)
+    return torch.poisson(torch.full((300,), 3.0), generator=generator)
+
+
+@pytest.fixture(scope="module")
+def fitted_poisson(counts):
+    model = PoissonStory()
+    ppl_dgm.fit(model, counts[:200], epochs=400, batch_size=200, lr=0.02, seed=0, progress=False)
+    return model
+
+
+def _exact_posterior(x):
+    return A + float(x.sum()), B + len(x)
+
+
+def test_autonormal_story_fits_and_scores_by_the_posterior_predictive(fitted_poisson, counts):
+    shape, rate = _exact_posterior(counts[:200])
+    assert abs(float(fitted_poisson.point_estimate()["rate"]) - shape / rate) < 0.1
+    held_out = counts[200:]
+    result = ppl_dgm.log_likelihood(fitted_poisson, held_out, num_samples=3000)
+    assert result.kind == "predictive"  # counts: a mass function, no dequantization
+    negative_binomial = dist.NegativeBinomial(torch.tensor(shape), probs=torch.tensor(1 / (rate + 1)))
+    exact = negative_binomial.log_prob(held_out).double()
+    assert abs(result.mean - float(exact.mean())) < 0.02
+    assert (result.per_sample - exact).abs().max() < 0.05
+
+
+def test_autoguide_story_saves_and_loads(fitted_poisson, counts, tmp_path):
+    ppl_dgm.save(fitted_poisson, tmp_path / "poisson")
+    loaded = ppl_dgm.load(tmp_path / "poisson")
+    assert float(loaded.point_estimate()["rate"]) == float(fitted_poisson.point_estimate()["rate"])
+    first = ppl_dgm.log_likelihood(fitted_poisson, counts[200:], num_samples=50).per_sample
+    np.testing.assert_array_equal(ppl_dgm.log_likelihood(loaded, counts[200:], num_samples=50).per_sample, first)
+
+
+def test_nuts_and_arviz_on_the_poisson_story(fitted_poisson, counts):
+    x = counts[:200]
+    run = nuts(fitted_poisson, x, num_samples=150, warmup_steps=150, num_chains=2, progress=False)
+    idata = to_inference_data(fitted_poisson, x, run)
+    rates = torch.as_tensor(idata.posterior["rate"].values)
+    expected = dist.Poisson(rates[..., None]).log_prob(x).numpy()
+    np.testing.assert_allclose(idata.log_likelihood[X].values, expected, atol=1e-4)
+    assert float(az.summary(idata)["r_hat"].max()) < 1.05
+    shape, rate = _exact_posterior(x)
+    assert abs(float(rates.mean()) - shape / rate) < 0.1
+    assert idata.log_likelihood.attrs["estimator"] == "exact"
+    assert np.isfinite(az.loo(idata).elpd_loo)
+    assert idata.posterior_predictive[X].shape == (2, 150, 200)
+
+
+NORMAL_GUIDES = ["AutoNormal", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
+                 "AutoIAFNormal", "AutoGuideList"]
+
+
+class NormalMean(GenerativeModel):
+    """``mu ~ N(0, 1)``, ``x_n ~ N(mu, 1)`` (a 2-D event); the posterior is N(sum x / (N+1), 1/(N+1))."""
+
+    def __init__(self, guide: str = "AutoNormal"):
+        super().__init__()
+        if guide == "AutoGuideList":
+            self.autoguide = autoguide.AutoGuideList(self.model)
+            self.autoguide.append(autoguide.AutoNormal(pyro.poutine.block(self.model, expose=["mu"])))
+            self.autoguide.append(autoguide.AutoDelta(pyro.poutine.block(self.model, expose=["offset"])))
+        elif guide == "AutoIAFNormal":
+            self.autoguide = autoguide.AutoIAFNormal(self.model, hidden_dim=[8], num_transforms=1)
+        else:
+            self.autoguide = getattr(autoguide, guide)(self.model)
+
+    def model(self, x=None, n=None):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        offset = pyro.sample("offset", dist.Normal(0.0, 10.0))  # weakly identified: x_n ~ N(mu + offset, 1)
+        with data_plate(x, n):
+            return pyro.sample(X, dist.Normal(mu + 0 * offset, 1.0).to_event(1), obs=x)
+
+    def guide(self, x=None, n=None):
+        return self.autoguide(x, n)
+
+
+@pytest.mark.parametrize("guide", ["AutoDelta", *NORMAL_GUIDES])
+def test_every_autoguide_fits_saves_and_loads(guide, tmp_path):
+    pyro.set_rng_seed(0)
+    x = torch.randn(40, 2) + torch.tensor([1.5, -0.5])
+    model = NormalMean(guide)
+    ppl_dgm.fit(model, x, epochs=300, batch_size=40, lr=0.05, seed=0, progress=False)
+    exact_mean = x.sum(0) / (len(x) + 1)
+    assert (model.point_estimate()["mu"] - exact_mean).abs().max() < 0.15, guide
+    ppl_dgm.save(model, tmp_path / guide)
+    loaded = ppl_dgm.load(tmp_path / guide)
+    held_out = torch.randn(10, 2)
+    np.testing.assert_array_equal(ppl_dgm.log_likelihood(loaded, held_out, num_samples=20).per_sample,
+                                  ppl_dgm.log_likelihood(model, held_out, num_samples=20).per_sample)
+
+
+class Idioms(GenerativeModel):
+    """``pyro.param`` with a constraint, ``pyro.deterministic``, ``pyro.factor``, ``obs_mask`` and nested plates."""
+
+    def model(self, x=None, n=None):
+        scale = pyro.param("scale", torch.tensor(1.0), constraint=constraints.positive)
+        loc = pyro.sample("loc", dist.Normal(0.0, 5.0))
+        pyro.deterministic("loc_squared", loc**2)
+        pyro.factor("soft_constraint", -0.5 * loc**2 / 100)
+        with pyro.plate(ppl_dgm.DATA, len(x) if x is not None else n, dim=-2), pyro.plate("features", 3, dim=-1):
+            mask = None if x is None else ~torch.isnan(x)
+            return pyro.sample(X, dist.Normal(loc, scale), obs=None if x is None else torch.nan_to_num(x),
+                               obs_mask=mask)
+
+    def guide(self, x=None, n=None):
+        loc_mean = pyro.param("loc_mean", torch.tensor(0.0))
+        loc_scale = pyro.param("loc_scale", torch.tensor(0.5), constraint=constraints.positive)
+        pyro.sample("loc", dist.Normal(loc_mean, loc_scale))
+
+
+def test_pyro_idioms_in_a_story(tmp_path):
+    pyro.set_rng_seed(0)
+    x = 2.0 + 0.5 * torch.randn(60, 3)
+    model = Idioms()
+    ppl_dgm.fit(model, x, epochs=300, batch_size=60, lr=0.05, seed=0, progress=False)
+    params = dict(model.named_parameters())
+    assert {"pyro_params.scale", "pyro_params.loc_mean", "pyro_params.loc_scale"} <= set(params)
+    with pyro.poutine.trace() as tape, torch.no_grad():
+        model.model(x)
+    assert abs(float(tape.trace.nodes["scale"]["value"].detach()) - 0.5) < 0.1  # the constrained value
+    assert abs(float(params["pyro_params.loc_mean"]) - 2.0) < 0.1
+    ppl_dgm.save(model, tmp_path / "idioms")
+    loaded = ppl_dgm.load(tmp_path / "idioms")
+    assert torch.equal(dict(loaded.named_parameters())["pyro_params.scale"], params["pyro_params.scale"])
+    # two models never share a pyro.param by name
+    assert "pyro_params.scale" not in dict(Idioms().named_parameters())
+
+
+class SetupMade(GenerativeModel):
+    """A 15-line model whose parameter is created from the data in ``setup``."""
+
+    def setup(self, x, **ctx):
+        self.loc = torch.nn.Parameter(x.mean(0).clone())
+
+    def model(self, x=None, n=None):
+        with data_plate(x, n):
+            return pyro.sample(X, dist.Normal(self.loc, 1.0).to_event(1), obs=x)
+
+
+def test_a_parameter_made_in_setup_survives_save_and_load(tmp_path):
+    model = SetupMade()
+    ppl_dgm.fit(model, torch.randn(20, 2) + 3, epochs=2, batch_size=10, progress=False)
+    ppl_dgm.save(model, tmp_path / "setup")
+    assert torch.equal(ppl_dgm.load(tmp_path / "setup").loc, model.loc)
+
+
+class Mixture(GenerativeModel):
+    """Two components with an enumerated assignment and a global weight/locations."""
+
+    def __init__(self):
+        super().__init__()
+        self.autoguide = autoguide.AutoDelta(pyro.poutine.block(self.model, expose=["weights", "locs"]))
+
+    @pyro.infer.config_enumerate
+    def model(self, x=None, n=None):
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+        with pyro.plate("components", 2):
+            locs = pyro.sample("locs", dist.Normal(0.0, 5.0))
+        with data_plate(x, n):
+            assignment = pyro.sample("assignment", dist.Categorical(weights))
+            return pyro.sample(X, dist.Normal(locs[assignment], 0.5), obs=x)
+
+    def guide(self, x=None, n=None):
+        return self.autoguide(x, n)
+
+
+def test_enumerated_mixture_pointwise_is_the_marginal():
+    pyro.set_rng_seed(0)
+    x = torch.cat([torch.randn(30) * 0.5 - 2, torch.randn(20) * 0.5 + 2])
+    model = Mixture()
+    ppl_dgm.fit(model, x, epochs=200, batch_size=50, lr=0.05, seed=0, progress=False)
+    point = model.point_estimate()
+    assert sorted(point["locs"].tolist()) == pytest.approx([-2, 2], abs=0.3)
+    idata = to_inference_data(model, x, num_draws=3, predictive=False)
+    mixture = dist.MixtureSameFamily(dist.Categorical(point["weights"]), dist.Normal(point["locs"], 0.5))
+    np.testing.assert_allclose(idata.log_likelihood[X].values[0, 0], mixture.log_prob(x).numpy(), rtol=1e-5)
+    assert "exact" in idata.log_likelihood.attrs["estimator"]
+    result = ppl_dgm.log_likelihood(model, x, num_samples=2)
+    np.testing.assert_allclose(result.per_sample.numpy(), mixture.log_prob(x).numpy(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- bad input
+class NoObservedSite(GenerativeModel):
+    def model(self, x=None, n=None):
+        pyro.sample("rate", dist.Gamma(2.0, 1.0))
+
+
+class ForeignGuideSite(PoissonStory):
+    def guide(self, x=None, n=None):
+        pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        pyro.sample("typo", dist.Normal(0.0, 1.0))
+
+
+class NeedsContext(GenerativeModel):
+    def model(self, x=None, n=None, weights=None):
+        with data_plate(x, n):
+            return pyro.sample(X, dist.Normal(weights, 1.0), obs=x)
+
+
+def test_bad_input_is_named(counts, fitted_poisson):
+    with pytest.raises(ValueError, match="no observed site 'x'"):
+        ppl_dgm.log_likelihood(NoObservedSite(), counts)
+    with pytest.raises(ValueError, match="'typo' that the model does not have"):
+        ppl_dgm.log_likelihood(ForeignGuideSite(), counts[:20], num_samples=2)
+    with pytest.raises(ValueError, match=r"data\['weights'\] must be a tensor with 20 rows"):
+        ppl_dgm.log_likelihood(NeedsContext(), {"x": counts[:20], "weights": torch.zeros(19)})
+    other = nuts(Mixture(), torch.randn(20), num_samples=5, warmup_steps=5, num_chains=1, progress=False)
+    with pytest.raises(ValueError, match="was it run on another model"):
+        to_inference_data(fitted_poisson, counts[:20], other)
