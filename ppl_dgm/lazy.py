@@ -82,8 +82,9 @@ def run_story_once(model: Any, batch: Mapping[str, torch.Tensor]) -> None:
 def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:
     """Create the parameters a story makes on first use by running it once on ``batch``.
 
-    When the model has such parameters (an autoguide, ``pyro.param`` statements), ``batch`` is kept as buffers of a ``prototype_batch`` submodule, so that
-    a checkpoint carries what is needed to create them again before loading their values.
+    When the model has such parameters (an autoguide, ``pyro.param`` statements), ``batch`` is kept
+    as buffers of a ``prototype_batch`` submodule, so that a checkpoint carries what is needed to
+    create them again before loading their values.
     """
     run_story_once(model, batch)
     if _has_first_use_parameters(model) and PROTOTYPE not in model._modules:

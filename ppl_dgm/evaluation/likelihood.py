@@ -13,8 +13,8 @@ import torch
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.evaluation.posterior import global_latent_sites, guide_global_values, posterior_draws
+from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.validation import prepare_data
 
 ROWS_PER_PASS = 2**15
@@ -99,9 +99,11 @@ def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor],
     x = batch[X]
     context = {k: v for k, v in batch.items() if k != X}
     chunk = max(1, min(num_samples, ROWS_PER_PASS // x.shape[0]))
-    passes: list[tuple[int, dict[str, torch.Tensor] | None]] = (
-        [(min(chunk, num_samples - start), None) for start in range(0, num_samples, chunk)] if draws is None else
-        [(num_samples, {name: value[s] for name, value in draws.items()}) for s in range(len(next(iter(draws.values()))))])
+    if draws is None:
+        passes = [(min(chunk, num_samples - start), None) for start in range(0, num_samples, chunk)]
+    else:
+        count = len(next(iter(draws.values())))
+        passes = [(num_samples, {name: value[s] for name, value in draws.items()}) for s in range(count)]
     log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
     sum_log = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     total = 0

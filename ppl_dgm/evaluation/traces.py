@@ -129,7 +129,8 @@ def enumerated_log_probs(trace: Trace, batch_size: int, skip: frozenset[str]
         ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
         terms.setdefault(ordinal, []).append(log_p)
     target = frozenset({trace.plate_to_symbol[DATA]})
-    dim_to_size = {dim: size for ts in terms.values() for t in ts for dim, size in zip(t._pyro_dims, t.shape)}
+    dim_to_size = {dim: size for ts in terms.values() for t in ts
+                   for dim, size in zip(t._pyro_dims, t.shape, strict=True)}
     dim_to_size[trace.plate_to_symbol[DATA]] = batch_size
     local = contract_to_tensor(terms, sum_dims, target_ordinal=target, ring=LogRing(dim_to_size=dim_to_size))
     return local.reshape(-1).expand(batch_size), global_
