@@ -246,3 +246,14 @@ def test_bad_input_is_named(counts, fitted_poisson):
     other = nuts(Mixture(), torch.randn(20), num_samples=5, warmup_steps=5, num_chains=1, progress=False)
     with pytest.raises(ValueError, match="was it run on another model"):
         to_inference_data(fitted_poisson, counts[:20], other)
+
+
+def test_autoguide_story_on_each_device(device, counts):
+    model = PoissonStory().to(device)
+    x = counts[:100].to(device)
+    ppl_dgm.fit(model, x, epochs=150, batch_size=100, lr=0.03, seed=0, device=device, progress=False)
+    assert model.point_estimate()["rate"].device.type == device.type
+    result = ppl_dgm.log_likelihood(model, x[:20], num_samples=200)
+    assert result.kind == "predictive" and np.isfinite(result.mean)
+    idata = to_inference_data(model, x, num_draws=20)
+    assert idata.posterior_predictive[X].shape == (1, 20, 100)

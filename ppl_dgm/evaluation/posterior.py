@@ -37,11 +37,12 @@ def global_latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[s
 
 
 def guide_global_values(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Values of the guide's latent sites outside plate ``"data"`` in one run of the guide."""
+    """Values of the guide's latent sites outside plate ``"data"`` in one run of the guide (auxiliary
+    sites, such as an autoguide's unconstrained draws, left out)."""
     with torch.no_grad():
         trace = poutine.trace(model.guide).get_trace(batch[X], **_context(batch))
     return {name: site["value"].detach() for name, site in trace.nodes.items()
-            if is_latent(site) and not in_data_plate(site)}
+            if is_latent(site) and not in_data_plate(site) and not site["infer"].get("is_auxiliary")}
 
 
 def _top_level_autoguides(model: torch.nn.Module) -> list[AutoGuide]:
