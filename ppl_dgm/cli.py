@@ -5,26 +5,21 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import logging
-import math
 import os
 import shutil
 import sys
 import time
 import uuid
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 import pyro
 import torch
 
 from ppl_dgm import io, plots
 from ppl_dgm.core import DATA, X, draw
 from ppl_dgm.datasets import dataset_info, list_datasets, load_dataset
+from ppl_dgm.diagnostics.report import KHAT_THRESHOLD, quiet_arviz, write_report
 from ppl_dgm.evaluation import log_likelihood
 from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.evaluation.posterior import global_latent_sites
@@ -39,12 +34,6 @@ METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 SAMPLES_FILE = "samples.png"
 DIAGNOSTICS_DIR = "diagnostics"
-SUMMARY_FILE = "summary.csv"
-LOO_FILE = "loo.json"
-TRACE_FILE = "trace.png"
-PPC_FILE = "ppc.png"
-KHAT_FILE = "khat.png"
-KHAT_THRESHOLD = 0.7
 
 
 class UsageError(ValueError):
@@ -316,78 +305,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {_save_samples(model, data, args.n, Path(args.output), args.seed)}")
 
 
-@contextmanager
-def _quiet_arviz(python_warnings: bool = True) -> Iterator[None]:
-    """Silence ArviZ's log (one-chain shape checks) and, with ``python_warnings``, the warnings of its
-    statistics (one-chain R-hat, PSIS k-hat): what they say is written to the files."""
-    import arviz as az
-
-    logger = getattr(az, "_log", None)  # ArviZ 0.x logs through its own Logger, outside logging's registry
-    logger = logger if isinstance(logger, logging.Logger) else logging.getLogger("arviz")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            if python_warnings:
-                warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _save_axes(axes: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt  # the Agg backend: ppl_dgm.plots selects it on import
-
-    figure = np.ravel(axes)[0].get_figure()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
-
-
-def _finite(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _write_diagnostics(idata: Any, folder: Path, source: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """Write summary.csv, loo.json and the figures of ``idata`` into ``folder``; return the names
-    written and the numbers of the final summary line."""
-    import arviz as az
-
-    written: list[str] = []
-    groups = set(idata.groups())
-    report: dict[str, Any] = {"point_mass": all(  # every draw the same, up to rounding
-        float(values.std(dim=("chain", "draw")).max()) <= 1e-6 * max(1.0, float(abs(values).max()))
-        for values in idata.posterior.data_vars.values())}
-    with _quiet_arviz():
-        summary = az.summary(idata)
-        summary.to_csv(folder / SUMMARY_FILE)
-        written.append(SUMMARY_FILE)
-        report["max_r_hat"] = _finite(summary["r_hat"].max()) if "r_hat" in summary else None
-        loo = None
-        if "log_likelihood" in groups:
-            loo = az.loo(idata, pointwise=True)
-            khat = np.asarray(loo.pareto_k).ravel()
-            report["loo"] = {
-                "elpd_loo": _finite(loo.elpd_loo), "se": _finite(loo.se), "p_loo": _finite(loo.p_loo),
-                f"share_pareto_k_above_{KHAT_THRESHOLD}": float((khat > KHAT_THRESHOLD).mean()),
-                "max_pareto_k": _finite(np.max(khat)), "warning": bool(loo.warning),
-                "n_samples": int(loo.n_samples), "n_data_points": int(loo.n_data_points),
-                "draws_identical": report["point_mass"], **source,
-            }
-            (folder / LOO_FILE).write_text(json.dumps(report["loo"], indent=2))
-            written.append(LOO_FILE)
-        _save_axes(az.plot_trace(idata), folder / TRACE_FILE)
-        written.append(TRACE_FILE)
-        if "posterior_predictive" in groups:
-            draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
-            _save_axes(az.plot_ppc(idata, num_pp_samples=min(50, draws)), folder / PPC_FILE)
-            written.append(PPC_FILE)
-        if loo is not None:
-            _save_axes(az.plot_khat(loo), folder / KHAT_FILE)
-            written.append(KHAT_FILE)
-    return written, report
-
-
 def cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     """``ppl-dgm diagnose``: ArviZ diagnostics of a run's global latents (guide draws or NUTS) into
     RUN_DIR/diagnostics/."""
@@ -409,19 +326,19 @@ def cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     if args.nuts:
         result = nuts(model, x, num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,
                       seed=args.seed, progress=not args.no_progress)
-        with _quiet_arviz(python_warnings=False):
+        with quiet_arviz(python_warnings=False):
             idata = to_inference_data(model, x, result, seed=args.seed)
         source = {"posterior": "nuts", "num_chains": result.num_chains, "num_draws": result.num_draws,
                   "divergences": result.divergences}
     else:
-        with _quiet_arviz(python_warnings=False):
+        with quiet_arviz(python_warnings=False):
             idata = to_inference_data(model, x, None, num_draws=args.num_draws, seed=args.seed)
         source = {"posterior": "guide", "num_chains": 1, "num_draws": args.num_draws}
     source.update(data=data, split=args.split)
     staging = directory / f".{DIAGNOSTICS_DIR}.{uuid.uuid4().hex}"  # written whole, then renamed into place
     staging.mkdir()
     try:
-        written, report = _write_diagnostics(idata, staging, source)
+        written, report = write_report(idata, staging, source)
         if target.exists():  # --overwrite: replace the earlier folder only now that the new one is complete
             shutil.rmtree(target)
         os.replace(staging, target)

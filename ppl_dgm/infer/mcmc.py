@@ -90,7 +90,7 @@ def nuts(
     Args:
         model: a fitted (or set-up) model.
         data: examples ``(N, *event_shape)`` or a mapping with key ``"x"`` and context.
-        num_samples: draws kept per chain.
+        num_samples: draws kept per chain (at least 4, for Pyro's per-chain diagnostics).
         warmup_steps: adaptation steps per chain (discarded).
         num_chains: chains (at least 2 for R-hat).
         seed: seed of the first chain.
@@ -99,9 +99,10 @@ def nuts(
         max_tree_depth: NUTS tree depth limit.
         progress: show Pyro's progress bar.
     """
-    for name, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps + 1), ("num_chains", num_chains)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, value, low in (("num_samples", num_samples, 4), ("warmup_steps", warmup_steps, 0),
+                             ("num_chains", num_chains, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     batch = prepare_data(data, model, "data", model.device, model.dtype)
     context = {k: v for k, v in batch.items() if k != X}
     model.setup(batch[X], **context)
