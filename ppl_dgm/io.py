@@ -15,6 +15,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as dump_safetensors
 
 from ppl_dgm.core import GenerativeModel
+from ppl_dgm.lazy import check_recreatable
 from ppl_dgm.models.registry import get_model_class
 
 CONFIG_FILE = "config.json"
@@ -60,6 +61,7 @@ def save(model: GenerativeModel, path: str | Path, *, state_dict: dict[str, torc
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"save needs a GenerativeModel, got {type(model).__name__}")
+    check_recreatable(model)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cls = type(model)

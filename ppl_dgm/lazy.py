@@ -94,11 +94,26 @@ def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -
         model.add_module(PROTOTYPE, prototype)
 
 
-def _has_first_use_parameters(model: nn.Module) -> bool:
-    """Whether the model holds parameters that only a run of the story creates."""
+def _has_first_use_parameters(model: nn.Module, created: bool = False) -> bool:
+    """Whether the model holds parameters that only a run of the story creates (with ``created``:
+    that a run already created). Guides whose parameters load by key (``parameters_load_by_key``)
+    do not count."""
     from pyro.infer.autoguide import AutoGuide
 
-    return PYRO_PARAMS in model._modules or any(isinstance(m, AutoGuide) for m in model.modules())
+    guides = [m for m in model.modules()
+              if isinstance(m, AutoGuide) and not getattr(m, "parameters_load_by_key", False)]
+    if created:
+        guides = [g for g in guides if g.prototype_trace is not None]
+    return PYRO_PARAMS in model._modules or bool(guides)
+
+
+def check_recreatable(model: nn.Module) -> None:
+    """``ValueError`` when a checkpoint of ``model`` could not create its first-use parameters again
+    (they exist, but no prototype batch was kept: the story ran outside `fit`/`initialize_parameters`)."""
+    if _has_first_use_parameters(model, created=True) and PROTOTYPE not in model._modules:
+        raise ValueError(f"{type(model).__name__} has parameters that only a run of the story creates (an autoguide, "
+                         "pyro.param), but no batch to create them from; fit it, or call "
+                         "ppl_dgm.lazy.initialize_parameters(model, batch) once, before saving")
 
 
 def _allocate(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -157,7 +157,7 @@ def test_pyro_idioms_in_a_story(tmp_path):
     with pyro.poutine.trace() as tape, torch.no_grad():
         model.model(x)
     assert abs(float(tape.trace.nodes["scale"]["value"].detach()) - 0.5) < 0.1  # the constrained value
-    assert abs(float(params["pyro_params.loc_mean"]) - 2.0) < 0.1
+    assert abs(float(params["pyro_params.loc_mean"].detach()) - 2.0) < 0.1
     ppl_dgm.save(model, tmp_path / "idioms")
     loaded = ppl_dgm.load(tmp_path / "idioms")
     assert torch.equal(dict(loaded.named_parameters())["pyro_params.scale"], params["pyro_params.scale"])
@@ -257,3 +257,13 @@ def test_autoguide_story_on_each_device(device, counts):
     assert result.kind == "predictive" and np.isfinite(result.mean)
     idata = to_inference_data(model, x, num_draws=20)
     assert idata.posterior_predictive[X].shape == (1, 20, 100)
+
+
+def test_a_story_run_outside_fit_cannot_be_saved_without_its_batch(counts, tmp_path):
+    model = PoissonStory()
+    ppl_dgm.log_likelihood(model, counts[:10], num_samples=2)  # the autoguide is set up here, outside fit
+    with pytest.raises(ValueError, match="initialize_parameters"):
+        ppl_dgm.save(model, tmp_path / "never")
+    ppl_dgm.lazy.initialize_parameters(model, {"x": counts[:10]})
+    ppl_dgm.save(model, tmp_path / "saved")
+    assert float(ppl_dgm.load(tmp_path / "saved").point_estimate()["rate"]) == float(model.point_estimate()["rate"])

@@ -2,13 +2,17 @@
 
 import math
 
+import numpy as np
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
 import ppl_dgm
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.evaluation import log_importance_weights
+from ppl_dgm.evaluation.traces import in_data_plate, is_latent
 from ppl_dgm.infer import make_objective
 from ppl_dgm.models import get_model_class, list_models
 
@@ -103,3 +107,64 @@ def test_float64_is_honoured(name, kwargs, data):
     model = _built(name, kwargs, x, "cpu").double()
     assert log_importance_weights(model, x, 2).local.dtype == torch.float64
     assert ppl_dgm.draw(model, 3).dtype == torch.float64
+
+
+# The classical estimators: a guide derived from a trace of the story, checkpoints of SVI fits.
+CLASSICAL = [pytest.param(name, {**kwargs, "posterior": "normal"}, data, id=f"{name}-{i}")
+             for name in ("gmm", "hmm", "ppca") for i, (kwargs, data) in enumerate(CASES[name])]
+
+
+def _with_an_extra_site(cls: type) -> type:
+    """``cls`` whose story draws one more global site, named nowhere else."""
+    def model(self, x=None, n=None, **ctx):
+        pyro.sample("extra", dist.LogNormal(0.0, 0.01))
+        return cls.model(self, x, n, **ctx)
+
+    return type(f"{cls.__name__}WithExtra", (cls,), {"model": model})
+
+
+def _global_latents(trace) -> dict[str, dict]:
+    return {name: site for name, site in trace.nodes.items() if is_latent(site) and not in_data_plate(site)}
+
+
+@pytest.mark.parametrize("extra", [False, True], ids=["story", "story-with-a-new-site"])
+@pytest.mark.parametrize("name,kwargs,data", CLASSICAL)
+def test_guide_sites_are_the_global_latents_of_a_trace_of_the_story(name, kwargs, data, extra):
+    x = _data(data, "cpu", torch.float64)
+    cls = _with_an_extra_site(get_model_class(name)) if extra else get_model_class(name)
+    model = cls(**kwargs)
+    model.setup(x)
+    expected = _global_latents(poutine.trace(model.model).get_trace(x))
+    assert ("extra" in expected) == extra and "assignment" not in expected and "z" not in expected
+    guide_sites = _global_latents(poutine.trace(model.guide).get_trace(x))
+    assert set(model.guide_params.sites) == set(guide_sites) == set(expected)
+    for site_name, site in expected.items():
+        assert guide_sites[site_name]["value"].shape == site["value"].shape, site_name
+        assert repr(model.guide_params.sites[site_name]["fn"].support) == repr(site["fn"].support), site_name
+    assert set(model.point_estimate()) == set(expected)
+    if extra:  # a site the fitted state does not determine starts at its prior median
+        assert float(model.point_estimate()["extra"]) == pytest.approx(1.0, abs=0.05)
+
+
+def _score_samples(model, x: torch.Tensor) -> np.ndarray:
+    if x.dim() == 3:  # sequences: hmmlearn's rows and lengths
+        return np.asarray(model.score_samples(x.reshape(-1, x.shape[-1]).numpy(), [x.shape[1]] * x.shape[0])[1])
+    return model.score_samples(x.numpy())
+
+
+@pytest.mark.parametrize("name,kwargs,data", CLASSICAL)
+def test_svi_fit_with_a_normal_posterior_saves_and_loads(name, kwargs, data, tmp_path):
+    x = _data(data, "cpu", torch.float64)
+    model = get_model_class(name)(**kwargs)
+    ppl_dgm.fit(model, x, epochs=2, batch_size=10, lr=0.05, progress=False, seed=0)
+    assert bool(model.uses_guide_point) and model.guide_params.raw_scale  # the normal guide's scales are fitted
+    ppl_dgm.save(model, tmp_path / "ckpt")
+    loaded = ppl_dgm.load(tmp_path / "ckpt")
+    assert bool(loaded.uses_guide_point)
+    saved, restored = model.state_dict(), loaded.state_dict()
+    assert set(restored) == set(saved) and all(torch.equal(restored[k], saved[k]) for k in saved)
+    np.testing.assert_array_equal(_score_samples(loaded, x), _score_samples(model, x))
+    points = model.point_estimate()
+    assert set(loaded.point_estimate()) == set(points)
+    for site_name, value in loaded.point_estimate().items():
+        assert torch.equal(value, points[site_name]), site_name

@@ -1,5 +1,7 @@
 """NUTS and ArviZ: InferenceData groups, the marginal pointwise log-likelihood, R-hat/ESS, LOO."""
 
+import warnings
+
 import arviz as az
 import numpy as np
 import pytest
@@ -7,8 +9,9 @@ import torch
 
 import ppl_dgm
 from ppl_dgm.diagnostics import to_inference_data
+from ppl_dgm.diagnostics.predictive import posterior_predictive
 from ppl_dgm.infer.mcmc import nuts
-from ppl_dgm.models import GMM
+from ppl_dgm.models import GMM, PPCA
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +104,22 @@ def test_hmm_and_ppca_give_per_sequence_and_per_row_marginal_log_likelihoods():
     assert idata.log_likelihood["x"].shape == (1, 10, 12) and idata.posterior_predictive["x"].shape == (1, 10, 12, 64)
     point = {name: value.unsqueeze(0) for name, value in ppca.point_estimate().items()}
     np.testing.assert_allclose(ppca.log_prob_at(flat, point)[0].numpy(), ppca.score_samples(flat.numpy()), atol=1e-8)
+
+
+PREDICTIVE_CASES = [pytest.param(GMM(2, covariance_type=kind, random_state=0), "means", id=f"gmm-{kind}")
+                    for kind in ("full", "tied", "diag", "spherical")] + [pytest.param(PPCA(1), "mu", id="ppca")]
+
+
+@pytest.mark.parametrize("model,location", PREDICTIVE_CASES)
+def test_posterior_predictive_of_gmm_and_ppca_runs_all_draws_in_one_batch(model, location, clusters):
+    model.fit(clusters.numpy())
+    point = model.point_estimate()
+    shifted = {**point, location: point[location] + 100.0}
+    draws = {name: torch.stack([point[name], shifted[name]]).unsqueeze(0) for name in point}  # one chain, two draws
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to one run per draw
+        replicas = posterior_predictive(model, {"x": clusters}, draws)
+    assert replicas.shape == (1, 2, 70, 2)
+    # each replica follows its own draw: the second one is the first moved by 100
+    np.testing.assert_allclose((replicas[0, 1].mean(0) - replicas[0, 0].mean(0)).numpy(), [100.0, 100.0], atol=1.5)
+    np.testing.assert_allclose(replicas[0, 0].mean(0).numpy(), clusters.mean(0).numpy(), atol=1.0)

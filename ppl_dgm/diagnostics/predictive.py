@@ -10,7 +10,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from ppl_dgm.evaluation.traces import plate_nesting
+from ppl_dgm.evaluation.traces import is_latent, plate_nesting
 from ppl_dgm.sites import X
 
 DRAWS_PER_PASS = 256
@@ -41,11 +41,35 @@ def _replicas_batched(model: Any, draws: dict[str, torch.Tensor], n: int, contex
         batch_dims = len(first.nodes[name]["fn"].batch_shape)
         shaped[name] = value.reshape(count, *([1] * (nesting - batch_dims)), *value.shape[1:])
     with pyro.plate(DRAWS_PLATE, count, dim=-nesting - 1):
-        x = poutine.trace(poutine.condition(model.model, data=shaped)).get_trace(None, n=n, **context).nodes[X]["value"]
-    event_shape = first.nodes[X]["value"].shape[1:]
-    if x.numel() != count * first.nodes[X]["value"].numel():
-        raise ValueError(f"the batched run gave x of shape {tuple(x.shape)}")
-    return x.reshape(count, n, *event_shape)
+        batched = poutine.trace(poutine.condition(model.model, data=shaped)).get_trace(None, n=n, **context)
+    for s in sorted({0, count - 1}):
+        _check_one_draw(model, batched, first, {name: value[s] for name, value in draws.items()}, s, count, context)
+    return batched.nodes[X]["value"].reshape(count, *first.nodes[X]["value"].shape)
+
+
+def _per_draw(value: torch.Tensor, single: torch.Tensor, count: int, what: str) -> torch.Tensor:
+    """``value`` of a batched run as ``(count, *single.shape)``; ``ValueError`` if it cannot be."""
+    if value.numel() != count * single.numel():
+        raise ValueError(f"the batched run gave {what} of shape {tuple(value.shape)}")
+    return value.reshape(count, *single.shape)
+
+
+def _check_one_draw(model: Any, batched: Any, first: Any, draw: dict[str, torch.Tensor], s: int, count: int,
+                    context: Mapping[str, Any]) -> None:
+    """``ValueError`` unless draw ``s`` of the batched run is what the story gives one draw at a time:
+    the replica's log-density, given that draw and the batched run's local values for it, must agree
+    (a story that reduces over a global site's leading dimension mixes the draws)."""
+    local = {name: _per_draw(site["value"], first.nodes[name]["value"], count, name)[s]
+             for name, site in batched.nodes.items()
+             if is_latent(site) and name in first.nodes and name not in draw}
+    x = _per_draw(batched.nodes[X]["value"], first.nodes[X]["value"], count, X)[s]
+    alone = poutine.trace(poutine.condition(model.model, data={**draw, **local})).get_trace(x, **context)
+    expected = alone.nodes[X]["fn"].log_prob(x).sum()
+    got = _per_draw(batched.nodes[X]["fn"].log_prob(batched.nodes[X]["value"]).expand(
+        batched.nodes[X]["fn"].batch_shape), first.nodes[X]["fn"].log_prob(first.nodes[X]["value"]), count,
+        "log-densities")[s].sum()
+    if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1, x.numel())):
+        raise ValueError(f"draw {s} of the batched run does not match a run at that draw alone")
 
 
 @torch.no_grad()

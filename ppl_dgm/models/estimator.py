@@ -7,16 +7,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
 
 from ppl_dgm.core import GenerativeModel
 from ppl_dgm.infer.guides import GlobalGuide, GuideKind
+from ppl_dgm.lazy import PROTOTYPE
 from ppl_dgm.validation import check_device
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:
     """A CPU numpy copy of ``value`` (what sklearn-style attributes return)."""
     return value.detach().cpu().numpy()
+
+
+def fitted_attribute(name: str, doc: str) -> property:
+    """A fitted attribute (numpy): the state ``name`` of the estimator's own fit, or at the guide's
+    point after SVI."""
+    return property(lambda self: to_numpy(self._current()[name]), doc=doc)
 
 
 def _json_friendly(value: Any) -> Any:
@@ -37,7 +46,15 @@ class Estimator(GenerativeModel):
 
     Subclasses keep every constructor argument as an attribute of the same name (the sklearn
     convention), name their fitted tensors in ``_state_names`` and store them with
-    ``_set_state``; a fresh instance loads a saved state of any shape.
+    ``_set_state`` (``_set_fitted`` for their own fit); a fresh instance loads a saved state of any
+    shape.
+
+    The Pyro story (``model``) reads the fitted state through its global sample sites. Subclasses
+    map one to the other (``_sites_from_state``, ``_state_from_sites``); the rest is shared: the
+    story initializes itself from data as the estimator's own fit would (``_ensure_initialized``),
+    the `GlobalGuide` finds the global sites by tracing the story and starts at the fitted state,
+    and the fitted attributes read ``_current()``: the estimator's own fit, or after SVI the
+    guide's point (``uses_guide_point``).
     """
 
     _state_names: tuple[str, ...] = ()
@@ -48,25 +65,84 @@ class Estimator(GenerativeModel):
         self._dtype = _as_dtype(dtype)
         self._placement = {"device": device, "dtype": dtype}  # as given, for get_params
 
-    # the Pyro story's global parameters: a guide over them, and which state is current
-    def _make_guide(self, constraints: dict[str, object], posterior: GuideKind) -> None:
-        """Create the `GlobalGuide` over the story's global sites, and the flag saying whether the
-        fitted attributes follow it (after SVI) or the estimator's own fit (after EM)."""
-        self.guide_params = GlobalGuide(constraints, posterior)
+    # the Pyro story: its data-dependent buffers, a guide over its global sites, and which state is current
+    _story_buffers: tuple[str, ...] = ("prior_mean", "prior_spread")
+    """Buffers the story reads besides the fitted state (made from data by `_ensure_initialized`)."""
+
+    def _make_guide(self, posterior: GuideKind) -> None:
+        """Create the `GlobalGuide` over the story's global sites (found by tracing `model`, started
+        at the fitted state), and the flag saying whether the fitted attributes follow its point
+        (after SVI) or the estimator's own fit (after EM)."""
+        self.guide_params = GlobalGuide(self.model, posterior, init_loc_fn=self._init_loc)
         self.register_buffer("uses_guide_point", torch.zeros((), dtype=torch.bool))
 
+    def _init_loc(self, site: dict) -> torch.Tensor:
+        """Where the guide starts: the site's value at the fitted state (the prior median for a site
+        the state does not determine)."""
+        return init_to_value(site, values=self._sites_from_state(), fallback=init_to_median)
+
     def _set_fitted(self, **values: torch.Tensor) -> None:
-        """Store the estimator's own fit (EM, closed form); the fitted attributes follow it again."""
+        """Store the estimator's own fit (EM, closed form): the fitted attributes follow it again, and
+        the guide (with the batch that first ran it) restarts from it at its next run."""
         self._set_state(**values)
         self.uses_guide_point.fill_(False)
+        self.guide_params.reset()
+        self._modules.pop(PROTOTYPE, None)
 
     def _sites_from_state(self) -> dict[str, torch.Tensor]:
         """The story's global site values at the estimator's own fitted state."""
         raise TypeError(f"{type(self).__name__} has no Pyro story")
 
-    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
-        """Initialize from data as the estimator's own fit would (no iterations), unless fitted."""
+    def _state_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The fitted state (by ``_state_names``) at global site values (leading batch dims allowed)."""
         raise TypeError(f"{type(self).__name__} has no Pyro story")
+
+    def _current(self) -> dict[str, torch.Tensor]:
+        """The fitted state by name: the estimator's own fit, or the guide's point after SVI."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            return self._state_from_sites(self.guide_params.points())
+        return {name: self._buffers[name] for name in self._state_names}
+
+    def point_estimate(self) -> dict[str, torch.Tensor]:
+        """The story's global sites at the estimator's fitted state, or at the guide's point after SVI."""
+        self._check_is_fitted()
+        if bool(self.uses_guide_point):
+            return self.guide_params.median()
+        return self._sites_from_state()
+
+    def _check_parameters(self) -> None:
+        """Raise ``ValueError`` unless the constructor arguments are valid."""
+
+    def _story_rows(self, x: torch.Tensor, **ctx: Any) -> torch.Tensor:
+        """The examples ``x`` as the estimator's own ``fit`` takes them, checked as it checks them."""
+        return self._check_X(x, fitting=True)
+
+    def _initialize_story(self, rows: torch.Tensor, x: torch.Tensor) -> None:
+        """Unless fitted, the estimator's starting point from ``rows`` (its ``_initialize(rows,
+        random_state)``, no iterations); then the story's priors centred on them."""
+        if not self._is_fitted():
+            self._initialize(rows, check_random_state(self.random_state))
+        self._set_prior(rows)
+
+    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
+        """Make the story runnable: unless fitted, initialize from ``x`` as the estimator's own fit
+        would (no iterations); the guide then starts at that state when it first runs."""
+        if self._is_fitted() and all(name in self._buffers for name in self._story_buffers):
+            return
+        if x is None:
+            self._check_is_fitted()
+            raise ValueError("the story needs data once: call fit, setup(x) or model(x) first")
+        with torch.no_grad():
+            self._check_parameters()
+            self._initialize_story(self._story_rows(x, **ctx), x)
+
+    def _set_prior(self, X: torch.Tensor) -> None:
+        """Weakly informative priors of the story centred on the rows ``X`` (N, D): their mean and
+        per-feature spread (floored at a thousandth of the largest)."""
+        spread = X.std(0) if X.shape[0] > 1 else torch.ones_like(X[0])
+        spread = spread.clamp_min(1e-3 * float(spread.max()) + 1e-12)
+        self._set_state(prior_mean=X.mean(0), prior_spread=spread)
 
     def setup(self, x: torch.Tensor, **ctx: Any) -> None:
         """Before SVI/NUTS: initialize from ``x`` as the estimator's own fit would (no iterations),
@@ -74,12 +150,18 @@ class Estimator(GenerativeModel):
         self._ensure_initialized(x, **ctx)
         self.uses_guide_point.fill_(True)
 
-    def point_estimate(self) -> dict[str, torch.Tensor]:
-        """The story's global sites at the estimator's fitted state, or at the guide's point after SVI."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            return {name: value.detach() for name, value in self.guide_params.points().items()}
-        return self._sites_from_state()
+    def guide(self, x: torch.Tensor | None = None, n: int | None = None, **ctx: Any) -> dict[str, torch.Tensor]:
+        """Point masses (MAP) or mean-field normals over the story's global sites; returns their values."""
+        self._ensure_initialized(x, **ctx)
+        return self.guide_params(x, n=n, **ctx)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is finite rows ``(N, D)`` of the fitted width."""
+        from ppl_dgm.validation import check_tensor
+
+        check_tensor(x, "x", event_shape=self.event_shape or None)
+        if x.dim() != 2:
+            raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
 
     # sklearn's parameter protocol (what sklearn.base.clone and grid searches use)
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -156,19 +238,6 @@ class Estimator(GenerativeModel):
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
                 "before using this estimator."
             )
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load a saved state; tensors created at fit time are allocated first (entries of a
-        ``ParameterDict`` as parameters, everything else as buffers)."""
-        for key, value in state_dict.items():
-            owner, _, name = key.rpartition(".")
-            module = self.get_submodule(owner) if owner else self
-            if name not in module._buffers and name not in module._parameters and not hasattr(module, name):
-                if isinstance(module, torch.nn.ParameterDict):
-                    module[name] = torch.nn.Parameter(torch.empty_like(value))
-                else:
-                    module.register_buffer(name, torch.empty_like(value))
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # array conversion
     def _as_tensor(self, X: Any, name: str = "X", *, ndim: int = 2, integer: bool = False) -> torch.Tensor:

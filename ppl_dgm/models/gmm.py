@@ -10,7 +10,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
+from pyro.ops.indexing import Vindex
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -19,7 +19,7 @@ from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models import gaussian
-from ppl_dgm.models.estimator import Estimator, to_numpy
+from ppl_dgm.models.estimator import Estimator, fitted_attribute, to_numpy
 from ppl_dgm.models.registry import register_model
 
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
@@ -46,7 +46,7 @@ class GMM(Estimator):
 
     capabilities = Capabilities(likelihood="exact", data="continuous", discrete_latents=True)
     max_plate_nesting = 1
-    _state_names = ("weights", "means", "precisions_chol")
+    _state_names = ("weights", "means", "covariances", "precisions_chol")
 
     def __init__(
         self,
@@ -78,10 +78,7 @@ class GMM(Estimator):
             random_state, warm_start, verbose, verbose_interval)
         self.posterior = posterior
         self._check_parameters()
-        sites = {"weights": constraints.simplex, "means": constraints.real, "scales": constraints.positive}
-        if covariance_type in ("full", "tied"):
-            sites["corr_chol"] = constraints.corr_cholesky
-        self._make_guide(sites, posterior)
+        self._make_guide(posterior)
 
     def _check_parameters(self) -> None:
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
@@ -99,14 +96,15 @@ class GMM(Estimator):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
     # ----------------------------------------------------------------- state
-    def _current(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(weights, means, precisions_cholesky)``: EM's state, or the guide's point after SVI."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            points = self.guide_params.points()
-            covariances = gaussian.covariances_from_sites(points, self.covariance_type)
-            return points["weights"], points["means"], gaussian.precision_cholesky(covariances, self.covariance_type)
-        return self.weights, self.means, self.precisions_chol
+    def _sites_from_state(self) -> dict[str, torch.Tensor]:
+        """The story's site values at the EM state."""
+        sites = gaussian.sites_from_covariances(self.covariances, self.covariance_type)
+        return {"weights": self.weights, "means": self.means, **sites}
+
+    def _state_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        covariances = gaussian.covariances_from_sites(sites, self.covariance_type)
+        return {"weights": sites["weights"], "means": sites["means"], "covariances": covariances,
+                "precisions_chol": gaussian.precision_cholesky(covariances, self.covariance_type)}
 
     def _store(self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor | None,
                prec_chol: torch.Tensor) -> None:
@@ -123,28 +121,14 @@ class GMM(Estimator):
         self._check_is_fitted()
         return int(self.means.shape[1])
 
-    @property
-    def weights_(self) -> np.ndarray:
-        return to_numpy(self._current()[0])
-
-    @property
-    def means_(self) -> np.ndarray:
-        return to_numpy(self._current()[1])
-
-    @property
-    def precisions_cholesky_(self) -> np.ndarray:
-        return to_numpy(self._current()[2])
-
-    @property
-    def covariances_(self) -> np.ndarray:
-        if bool(self.uses_guide_point):
-            return to_numpy(gaussian.covariances_from_sites(self.guide_params.points(), self.covariance_type))
-        self._check_is_fitted()
-        return to_numpy(self.covariances)
+    weights_ = fitted_attribute("weights", "Mixture weights ``(n_components,)``.")
+    means_ = fitted_attribute("means", "Component means ``(n_components, n_features)``.")
+    precisions_cholesky_ = fitted_attribute("precisions_chol", "Cholesky factors of the precisions (sklearn's).")
+    covariances_ = fitted_attribute("covariances", "Component covariances, shaped by ``covariance_type``.")
 
     @property
     def precisions_(self) -> np.ndarray:
-        return to_numpy(gaussian.precisions_from_cholesky(self._current()[2], self.covariance_type))
+        return to_numpy(gaussian.precisions_from_cholesky(self._current()["precisions_chol"], self.covariance_type))
 
     # ----------------------------------------------------------------- EM
     def _initial_resp(self, X: torch.Tensor, random_state: np.random.RandomState) -> torch.Tensor:
@@ -204,8 +188,9 @@ class GMM(Estimator):
                 raise ValueError("weights_init must lie in [0, 1] and sum to 1")
 
     def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
-        weights, means, prec_chol = self._current()
-        return gaussian.log_gaussian_prob(X, means, prec_chol, self.covariance_type) + weights.log()
+        state = self._current()
+        return (gaussian.log_gaussian_prob(X, state["means"], state["precisions_chol"], self.covariance_type)
+                + state["weights"].log())
 
     def _e_step(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(x_n), log responsibilities)`` under the current state."""
@@ -219,9 +204,16 @@ class GMM(Estimator):
 
     def _check_X(self, X: Any, fitting: bool = False) -> torch.Tensor:
         tensor = self._as_tensor(X)
-        if not fitting:
-            self._check_is_fitted()  # before the properties: their AttributeError would be masked
-        if not fitting and tensor.shape[1] != self.n_features_in_:
+        if fitting:
+            if tensor.shape[0] < 2:
+                raise ValueError(f"Found array with {tensor.shape[0]} sample(s) while a minimum of 2 is required.")
+            if tensor.shape[0] < self.n_components:
+                raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                                 f"n_samples = {tensor.shape[0]}")
+            self._check_init_shapes(tensor.shape[1])
+            return tensor
+        self._check_is_fitted()  # before the properties: their AttributeError would be masked
+        if tensor.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {tensor.shape[1]} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input")
         return tensor
@@ -235,16 +227,9 @@ class GMM(Estimator):
         """Fit with EM and return the component of each row (as sklearn, after a final E-step)."""
         self._check_parameters()
         X = self._check_X(X, fitting=True)
-        if X.shape[0] < 2:
-            raise ValueError(f"Found array with {X.shape[0]} sample(s) while a minimum of 2 is required.")
-        if X.shape[0] < self.n_components:
-            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                             f"n_samples = {X.shape[0]}")
-        self._check_init_shapes(X.shape[1])
         with torch.no_grad():
             labels = self._run_em(X)
         self._set_prior(X)
-        self.guide_params.set_point(self._sites_from_state())
         return labels
 
     def _run_em(self, X: torch.Tensor) -> np.ndarray:
@@ -281,13 +266,13 @@ class GMM(Estimator):
                           "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning,
                           stacklevel=3)
         state, self.n_iter_, self.lower_bounds_ = best
-        self._set_state(**state)
+        self._set_fitted(**state)
         self.lower_bound_ = max_lower_bound
         _, log_resp = self._e_step(X)
         return to_numpy(log_resp.argmax(1))
 
     def _state(self) -> dict[str, torch.Tensor]:
-        return {name: self._buffers[name].clone() for name in ("weights", "means", "covariances", "precisions_chol")}
+        return {name: self._buffers[name].clone() for name in self._state_names}
 
     # ----------------------------------------------------------------- sklearn methods
     def score_samples(self, X: Any) -> np.ndarray:
@@ -346,36 +331,6 @@ class GMM(Estimator):
         """Exact marginal ``log p(x_n)`` per row, assignments summed out (nats), shape ``(N,)``."""
         return torch.logsumexp(self._weighted_log_prob(x.to(self.dtype)), 1)
 
-    def check_data(self, x: torch.Tensor) -> None:
-        from ppl_dgm.validation import check_tensor
-
-        check_tensor(x, "x", event_shape=self.event_shape or None)
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
-
-    def _set_prior(self, X: torch.Tensor) -> None:
-        """Weakly informative priors centred on the data (location, spread)."""
-        spread = X.std(0).clamp_min(1e-3 * float(X.std(0).max()) + 1e-12)
-        self._set_state(prior_mean=X.mean(0), prior_spread=spread)
-
-    def _sites_from_state(self) -> dict[str, torch.Tensor]:
-        """The story's site values at the EM state."""
-        sites = gaussian.sites_from_covariances(self.covariances, self.covariance_type)
-        return {"weights": self.weights, "means": self.means, **sites}
-
-    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
-        """Initialize from ``x`` as EM would, unless fitted already (or from EM)."""
-        if self._is_fitted() and self.guide_params.initialized():
-            return
-        if x is None:
-            self._check_is_fitted()
-        with torch.no_grad():
-            x = self._check_X(x, fitting=True)
-            self._check_init_shapes(x.shape[1])
-            self._initialize(x, check_random_state(self.random_state))
-            self._set_prior(x)
-            self.guide_params.set_point(self._sites_from_state())
-
     def model(self, x: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
         """The story; global parameters are sample sites, ``assignment`` is enumerated."""
         self._ensure_initialized(x)
@@ -388,13 +343,10 @@ class GMM(Estimator):
         with data_plate(x, n):
             assignment = pyro.sample("assignment", dist.Categorical(sites["weights"]),
                                      infer={"enumerate": "parallel"})
-            tril = scale_tril if self.covariance_type == "tied" else scale_tril[assignment]
-            return pyro.sample(X_SITE, dist.MultivariateNormal(sites["means"][assignment], scale_tril=tril), obs=x)
-
-    def guide(self, x: torch.Tensor | None = None, n: int | None = None) -> None:
-        """Point masses (MAP) or mean-field normals over the global parameters."""
-        self._ensure_initialized(x)
-        self.guide_params()
+            # Vindex: the global sites may carry leading batch dims (a plate over posterior draws)
+            tril = scale_tril if self.covariance_type == "tied" else Vindex(scale_tril)[..., assignment, :, :]
+            loc = Vindex(sites["means"])[..., assignment, :]
+            return pyro.sample(X_SITE, dist.MultivariateNormal(loc, scale_tril=tril), obs=x)
 
     def log_prob_at(self, x: torch.Tensor, sites: dict[str, torch.Tensor]) -> torch.Tensor:
         """Marginal ``log p(x_n | params)`` for a batch of parameter draws: ``(S, N)`` from sites ``(S, ...)``."""

@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from hmmlearn.base import ConvergenceMonitor
-from pyro.distributions import constraints
 from sklearn.cluster import KMeans
 from sklearn.utils import check_random_state
 
@@ -19,7 +18,7 @@ from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models import gaussian
 from ppl_dgm.models import hmm_emissions as emissions
 from ppl_dgm.models import hmm_inference as kernels
-from ppl_dgm.models.estimator import Estimator, to_numpy
+from ppl_dgm.models.estimator import Estimator, fitted_attribute, to_numpy
 from ppl_dgm.models.hmm_story import HMMStory
 from ppl_dgm.models.registry import register_model
 
@@ -30,7 +29,7 @@ LETTERS = {"gaussian": "stmc", "categorical": "ste"}
 
 def _parameter(name: str, doc: str) -> property:
     """A fitted attribute: numpy out (EM's state or the guide's point), any array-like in."""
-    return property(lambda self: self._get(name), lambda self, value: self._assign(name, value), doc=doc)
+    return fitted_attribute(name, doc).setter(lambda self, value: self._assign(name, value))
 
 
 @register_model("hmm")
@@ -97,14 +96,7 @@ class HMM(HMMStory, Estimator):
         self.params, self.init_params, self.implementation = params, init_params, implementation
         self.posterior = posterior
         self._check_parameters()
-        sites: dict[str, Any] = {"startprob": constraints.simplex, "transmat": constraints.simplex}
-        if emission == "categorical":
-            sites["emissionprob"] = constraints.simplex
-        else:
-            sites.update(means=constraints.real, scales=constraints.positive)
-            if covariance_type in ("full", "tied"):
-                sites["corr_chol"] = constraints.corr_cholesky
-        self._make_guide(sites, posterior)
+        self._make_guide(posterior)
         self.monitor_ = ConvergenceMonitor(tol, n_iter, verbose)
         self._n_sequences = 1
 
@@ -142,22 +134,6 @@ class HMM(HMMStory, Estimator):
     def _updates(self) -> str:
         return self._letters if self.params is None else self.params
 
-    def _current(self) -> dict[str, torch.Tensor]:
-        """The parameters: EM's state, or the guide's point after SVI (covariances in hmmlearn's shapes)."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            return self._params_from_sites(self.guide_params.points())
-        return {name: self._buffers[name] for name in self._state_names}
-
-    def _params_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        values = {"startprob": sites["startprob"], "transmat": sites["transmat"]}
-        if self.emission == "categorical":
-            values["emissionprob"] = sites["emissionprob"]
-        else:
-            values["means"] = sites["means"]
-            values["covars"] = gaussian.covariances_from_sites(sites, self.covariance_type)
-        return values
-
     def _materialize(self) -> None:
         """Copy the guide's point (after SVI) into the EM state."""
         if bool(self.uses_guide_point):
@@ -167,10 +143,7 @@ class HMM(HMMStory, Estimator):
     def _assign(self, name: str, value: Any) -> None:
         self._materialize()
         tensor = torch.as_tensor(np.array(value, dtype=np.float64), dtype=self.dtype, device=self.device)
-        self._set_state(**{name: tensor})
-
-    def _get(self, name: str) -> np.ndarray:
-        return to_numpy(self._current()[name])
+        self._set_fitted(**{name: tensor})
 
     startprob_ = _parameter("startprob", "Initial state distribution ``(n_components,)``.")
     transmat_ = _parameter("transmat", "Transition probabilities ``(n_components, n_components)`` (rows: from-state).")
@@ -416,10 +389,9 @@ class HMM(HMMStory, Estimator):
         return [value / self._n_sequences for value in self.monitor_.history] if self.monitor_.history else []
 
     def _finish_fit(self, X: torch.Tensor, max_length: int) -> None:
+        """After EM (or its initialization before SVI): the story's priors and sequence length."""
         self._set_prior(X)
-        self._set_state(max_length=torch.tensor(max_length))
-        self.guide_params.set_point(self._sites_from_state())
-        self.uses_guide_point.fill_(False)
+        self._set_fitted(max_length=torch.tensor(max_length))
 
     # ----------------------------------------------------------------- hmmlearn methods
     def _posteriors(self, X: Any, lengths: Any, posteriors: bool) -> tuple[float, np.ndarray | None]:

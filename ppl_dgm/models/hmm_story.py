@@ -89,15 +89,31 @@ class HMMStory:
         parts = []
         for start in range(0, draws, per_pass):
             part = {name: value[start : start + per_pass] for name, value in sites.items()}
-            parts.append(self._log_likelihood_at(x, self._params_from_sites(part), lengths))
+            parts.append(self._log_likelihood_at(x, self._state_from_sites(part), lengths))
         return torch.cat(parts)
 
+    @property
+    def _story_buffers(self) -> tuple[str, ...]:
+        return ("max_length", "prior_mean", "prior_spread") if self.emission == "gaussian" else ("max_length",)
+
     def _set_prior(self, X: torch.Tensor) -> None:
-        """Weakly informative priors of the story centred on the data (location, spread)."""
-        if self.emission == "gaussian":
-            spread = X.std(0) if X.shape[0] > 1 else torch.ones_like(X[0])
-            spread = spread.clamp_min(1e-3 * float(spread.max()) + 1e-12)
-            self._set_state(prior_mean=X.mean(0), prior_spread=spread)
+        if self.emission == "gaussian":  # categorical emissions have flat Dirichlet priors
+            super()._set_prior(X)
+
+    def _story_rows(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The steps of the padded sequences ``x`` (padding left out) as rows for EM."""
+        x = self._check_sequences(x)
+        mask = self._mask(lengths, x.shape[0], x.shape[1])
+        return self._check_X(x[mask] if mask is not None else x.reshape(-1, x.shape[-1]), fitting=True)
+
+    def _initialize_story(self, rows: torch.Tensor, x: torch.Tensor) -> None:
+        if not self._is_fitted():
+            if rows.shape[0] < self.n_components:
+                raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                                 f"{self.n_components}, n_samples = {rows.shape[0]}")
+            self._init(rows)
+        self._check()
+        self._finish_fit(rows, x.shape[1])
 
     def _sites_from_state(self) -> dict[str, torch.Tensor]:
         """The story's site values at the EM state (probabilities floored away from zero, so that the
@@ -118,34 +134,20 @@ class HMMStory:
             sites.update(gaussian.sites_from_covariances(covars, self.covariance_type))
         return sites
 
-    def _ensure_initialized(self, x: torch.Tensor | None, lengths: torch.Tensor | None = None) -> None:
-        ready = self._is_fitted() and "max_length" in self._buffers and (
-            self.emission == "categorical" or "prior_mean" in self._buffers)
-        if ready and self.guide_params.initialized():
-            return
-        if x is None:
-            self._check_is_fitted()
-            if not ready:
-                raise ValueError("the story needs data once: call fit, setup(x) or model(x) first")
-        with torch.no_grad():
-            if x is not None:
-                x = self._check_sequences(x)
-                mask = self._mask(lengths, x.shape[0], x.shape[1])
-                rows = self._check_X(x[mask] if mask is not None else x.reshape(-1, x.shape[-1]), fitting=True)
-                if not self._is_fitted():
-                    if rows.shape[0] < self.n_components:
-                        raise ValueError(f"Expected n_samples >= n_components but got n_components = "
-                                         f"{self.n_components}, n_samples = {rows.shape[0]}")
-                    self._init(rows)
-                self._check()
-                self._finish_fit(rows, x.shape[1])
-            else:
-                self.guide_params.set_point(self._sites_from_state())
+    def _state_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """EM's parameters (covariances in hmmlearn's shapes) at site values (leading batch dims allowed)."""
+        values = {"startprob": sites["startprob"], "transmat": sites["transmat"]}
+        if self.emission == "categorical":
+            values["emissionprob"] = sites["emissionprob"]
+        else:
+            values["means"] = sites["means"]
+            values["covars"] = gaussian.covariances_from_sites(sites, self.covariance_type)
+        return values
 
     def model(self, x: torch.Tensor | None = None, n: int | None = None,
               lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The story; global parameters are sample sites, the hidden states are summed out by ``DiscreteHMM``."""
-        self._ensure_initialized(x, lengths)
+        self._ensure_initialized(x, lengths=lengths)
         k, dtype, device = self.n_components, self.dtype, self.device
         ones = torch.ones(k, dtype=dtype, device=device)
         startprob = pyro.sample("startprob", dist.Dirichlet(ones))
@@ -174,9 +176,3 @@ class HMMStory:
             return dist.Normal(sites["means"], scales).to_event(1)
         tril = gaussian.scale_tril_from_sites(sites, self.covariance_type, d)
         return dist.MultivariateNormal(sites["means"], scale_tril=tril.expand(k, d, d))
-
-    def guide(self, x: torch.Tensor | None = None, n: int | None = None, lengths: torch.Tensor | None = None) -> None:
-        """Point masses (MAP) or mean-field normals over the global parameters."""
-        self._ensure_initialized(x)
-        self.guide_params()
-

@@ -10,7 +10,6 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
@@ -18,7 +17,7 @@ from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.core import Z as Z_SITE
 from ppl_dgm.infer.guides import GuideKind
-from ppl_dgm.models.estimator import Estimator, to_numpy
+from ppl_dgm.models.estimator import Estimator, fitted_attribute, to_numpy
 from ppl_dgm.models.registry import register_model
 
 Method = Literal["closed_form", "em"]
@@ -142,8 +141,7 @@ class PPCA(Estimator):
         self.n_components, self.method, self.max_iter, self.tol = n_components, method, max_iter, tol
         self.random_state, self.posterior = random_state, posterior
         self._check_parameters()
-        self._make_guide({"W": constraints.real, "mu": constraints.real, "noise_scale": constraints.positive},
-                         posterior)
+        self._make_guide(posterior)
 
     def _check_parameters(self) -> None:
         q = self.n_components
@@ -157,13 +155,17 @@ class PPCA(Estimator):
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
 
     # ----------------------------------------------------------------- state
-    def _current(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sites_from_state(self) -> dict[str, torch.Tensor]:
+        """The story's site values at the fitted state."""
+        return {"W": self.W, "mu": self.mean, "noise_scale": self.noise_variance.sqrt()}
+
+    def _state_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"W": sites["W"], "mean": sites["mu"], "noise_variance": sites["noise_scale"] ** 2}
+
+    def _params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(W, mu, sigma^2)``: the fitted state, or the guide's point after SVI."""
-        self._check_is_fitted()
-        if bool(self.uses_guide_point):
-            points = self.guide_params.points()
-            return points["W"], points["mu"], points["noise_scale"] ** 2
-        return self.W, self.mean, self.noise_variance
+        state = self._current()
+        return state["W"], state["mean"], state["noise_variance"]
 
     def _store(self, W: torch.Tensor, mean: torch.Tensor, noise_variance: torch.Tensor) -> None:
         self._set_fitted(W=W, mean=mean, noise_variance=noise_variance)
@@ -182,23 +184,17 @@ class PPCA(Estimator):
         self._check_is_fitted()
         return int(self.W.shape[1])
 
-    @property
-    def W_(self) -> np.ndarray:
-        """Factor loadings ``(D, q)``: ``x = W z + mu + noise``."""
-        return to_numpy(self._current()[0])
-
-    @property
-    def mean_(self) -> np.ndarray:
-        return to_numpy(self._current()[1])
+    W_ = fitted_attribute("W", "Factor loadings ``(D, q)``: ``x = W z + mu + noise``.")
+    mean_ = fitted_attribute("mean", "Mean ``mu`` of the data ``(D,)``.")
 
     @property
     def noise_variance_(self) -> float:
-        return float(self._current()[2].detach())
+        return float(self._params()[2].detach())
 
     def _principal(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(components (q, D), explained variance (q,))`` from the SVD of ``W``."""
         with torch.no_grad():
-            W, _, s2 = self._current()
+            W, _, s2 = self._params()
             U, s, _ = torch.linalg.svd(W, full_matrices=False)
             components = U.T
             rows = torch.arange(components.shape[0], device=W.device)
@@ -219,7 +215,7 @@ class PPCA(Estimator):
     def explained_variance_ratio_(self) -> np.ndarray:
         """``explained_variance_`` over the model's total variance ``trace(W W^T) + D sigma^2``."""
         with torch.no_grad():
-            W, _, s2 = self._current()
+            W, _, s2 = self._params()
             return to_numpy(self._principal()[1] / ((W**2).sum() + W.shape[0] * s2))
 
     # ----------------------------------------------------------------- fitting
@@ -271,7 +267,6 @@ class PPCA(Estimator):
             else:
                 self._fit_em(X)
         self._set_prior(X)
-        self.guide_params.set_point(self._sites_from_state())
         return self
 
     def _fit_closed_form(self, X: torch.Tensor) -> None:
@@ -318,10 +313,6 @@ class PPCA(Estimator):
         self.n_iter_, self.converged_ = len(bounds), converged
         self.lower_bounds_, self.lower_bound_ = bounds, bounds[-1]
 
-    def _sites_from_state(self) -> dict[str, torch.Tensor]:
-        """The story's site values at the fitted state."""
-        return {"W": self.W, "mu": self.mean, "noise_scale": self.noise_variance.sqrt()}
-
     # ----------------------------------------------------------------- sklearn methods
     def score_samples(self, X: Any) -> np.ndarray:
         """Exact log-likelihood of each row, ``log p(x_n)`` (nats), shape ``(N,)``."""
@@ -338,13 +329,13 @@ class PPCA(Estimator):
         (sklearn's ``PCA.transform`` returns projections on ``components_`` instead.)
         """
         with torch.no_grad():
-            W, mu, s2 = self._current()
+            W, mu, s2 = self._params()
             return to_numpy(latent_posterior(self._check_X(X), W, mu, s2)[0])
 
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Mean of ``x`` given latents ``z`` (N, q): ``W z + mu``, shape ``(N, D)``."""
         with torch.no_grad():
-            W, mu, _ = self._current()
+            W, mu, _ = self._params()
             Z = self._as_tensor(Z, "Z")
             if Z.shape[1] != W.shape[1]:
                 raise ValueError(f"Z has {Z.shape[1]} columns, expected n_components={W.shape[1]}")
@@ -353,13 +344,13 @@ class PPCA(Estimator):
     def get_covariance(self) -> np.ndarray:
         """Model covariance ``W W^T + sigma^2 I``, shape ``(D, D)``."""
         with torch.no_grad():
-            W, _, s2 = self._current()
+            W, _, s2 = self._params()
             return to_numpy(W @ W.T + s2 * torch.eye(W.shape[0], dtype=W.dtype, device=W.device))
 
     def get_precision(self) -> np.ndarray:
         """Inverse covariance by the Woodbury identity, ``(I - W M^{-1} W^T) / sigma^2``, shape ``(D, D)``."""
         with torch.no_grad():
-            W, _, s2 = self._current()
+            W, _, s2 = self._params()
             d, q = W.shape
             chol = torch.linalg.cholesky(W.T @ W + s2 * torch.eye(q, dtype=W.dtype, device=W.device))
             eye = torch.eye(d, dtype=W.dtype, device=W.device)
@@ -379,37 +370,14 @@ class PPCA(Estimator):
     # ----------------------------------------------------------------- GenerativeModel
     def log_prob(self, x: torch.Tensor, **ctx: Any) -> torch.Tensor:
         """Exact marginal ``log p(x_n)`` per row, latents integrated out (nats), shape ``(N,)``."""
-        W, mu, s2 = self._current()
+        W, mu, s2 = self._params()
         return marginal_log_prob(x.to(self.dtype), W, mu, s2)
 
     def log_prob_at(self, x: torch.Tensor, sites: dict[str, torch.Tensor]) -> torch.Tensor:
         """Marginal ``log p(x_n | W, mu, sigma)`` for parameter draws: ``(S, N)`` from sites
         ``W (S, D, q)``, ``mu (S, D)``, ``noise_scale (S,)``."""
-        return marginal_log_prob(x.to(self.dtype), sites["W"], sites["mu"], sites["noise_scale"] ** 2)
-
-    def check_data(self, x: torch.Tensor) -> None:
-        from ppl_dgm.validation import check_tensor
-
-        check_tensor(x, "x", event_shape=self.event_shape or None)
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
-
-    def _set_prior(self, X: torch.Tensor) -> None:
-        """Weakly informative priors centred on the data (location, per-feature spread)."""
-        spread = X.std(0).clamp_min(1e-3 * float(X.std(0).max()) + 1e-12)
-        self._set_state(prior_mean=X.mean(0), prior_spread=spread)
-
-    def _ensure_initialized(self, x: torch.Tensor | None, **ctx: Any) -> None:
-        if self._is_fitted() and self.guide_params.initialized():
-            return
-        if x is None:
-            self._check_is_fitted()
-        with torch.no_grad():
-            self._check_parameters()
-            x = self._check_X(x, fitting=True)
-            self._initialize(x, check_random_state(self.random_state))
-            self._set_prior(x)
-            self.guide_params.set_point(self._sites_from_state())
+        state = self._state_from_sites(sites)
+        return marginal_log_prob(x.to(self.dtype), state["W"], state["mean"], state["noise_variance"])
 
     def model(self, x: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
         """The story: global ``W``, ``mu``, ``noise_scale``; per example ``z`` and ``x``."""
@@ -419,16 +387,16 @@ class PPCA(Estimator):
         W = pyro.sample("W", dist.Normal(torch.zeros_like(spread)[:, None], spread[:, None]).expand([d, q]).to_event(2))
         mu = pyro.sample("mu", dist.Normal(self.prior_mean, 3 * spread).to_event(1))
         noise_scale = pyro.sample("noise_scale", dist.LogNormal(spread.square().mean().sqrt().log(), 1.5))
-        with data_plate(x, n):
+        with data_plate(x, n):  # the global sites may carry leading batch dims (a plate over posterior draws)
             zeros = torch.zeros(q, dtype=self.dtype, device=self.device)
             z = pyro.sample(Z_SITE, dist.Normal(zeros, 1.0).to_event(1))
             obs = None if x is None else x.to(self.dtype)
-            return pyro.sample(X_SITE, dist.Normal(z @ W.mT + mu, noise_scale).to_event(1), obs=obs)
+            loc = torch.einsum("...q,...dq->...d", z, W) + mu
+            return pyro.sample(X_SITE, dist.Normal(loc, noise_scale[..., None]).to_event(1), obs=obs)
 
     def guide(self, x: torch.Tensor | None = None, n: int | None = None) -> None:
         """The global guide, then the exact ``p(z | x)`` at its draw of ``W, mu, noise_scale``."""
-        self._ensure_initialized(x)
-        sites = self.guide_params()
+        sites = super().guide(x, n)
         q = self.n_components_
         with data_plate(x, n):
             if x is None:
