@@ -82,11 +82,12 @@ def _option(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _model_class(text: str) -> tuple[str, type]:
-    """The spec recorded in run.json (a registered name, or ``/abs/path/file.py:ClassName``) and the class."""
+def _model_class(text: str) -> tuple[str, type, dict[str, Any]]:
+    """The spec recorded in run.json (a registered name, or ``/abs/path/file.py:Name``), the class, and
+    the constructor arguments the spec fixes (a plain model function's ``model_fn``)."""
     if is_story_spec(text):
         return load_story_class(text)
-    return text.lower(), get_model_class(text)
+    return text.lower(), get_model_class(text), {}
 
 
 def _model_options(cls: type, name: str, options: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -179,7 +180,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     device = check_device(args.device)
     data = _data_spec(args.data)
-    model_spec, model_class = _model_class(args.model)
+    model_spec, model_class, fixed = _model_class(args.model)
     pyro.set_rng_seed(args.seed)  # the initial weights depend on the seed too
     if args.resume:
         if args.option:
@@ -191,7 +192,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
         model = _load_model(out, device)
         options = saved["options"]
     else:
-        options = _model_options(model_class, args.model, args.option)
+        options = {**_model_options(model_class, args.model, args.option), **fixed}
         if "random_state" in inspect.signature(model_class.__init__).parameters:
             options.setdefault("random_state", args.seed)
         model = model_class(**options).to(device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import re
 import sys
 import warnings
@@ -13,6 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from ppl_dgm.core import GenerativeModel
+from ppl_dgm.story import Story
 
 MODULE_PREFIX = "ppl_dgm_story_"
 """Prefix of the module name a story file is imported under (see `module_name`)."""
@@ -89,9 +91,12 @@ def import_story_file(path: str | Path) -> ModuleType:
     return module
 
 
-def load_story_class(spec: str) -> tuple[str, type[GenerativeModel]]:
-    """Import the file of ``spec`` (``path/to/file.py:ClassName``) and return the canonical spec
-    (absolute path) and the class.
+def load_story_class(spec: str) -> tuple[str, type[GenerativeModel], dict[str, str]]:
+    """Import the file of ``spec`` (``path/to/file.py:Name``) and return the canonical spec (absolute
+    path), the class, and the constructor arguments the spec fixes.
+
+    ``Name`` is a `GenerativeModel` subclass, or a plain Pyro model function, which is wrapped by
+    `ppl_dgm.story` (the class `Story`, with ``model_fn`` fixed; its other arguments come as options).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -108,10 +113,13 @@ def load_story_class(spec: str) -> tuple[str, type[GenerativeModel]]:
                        and issubclass(value, GenerativeModel) and value is not GenerativeModel)
         hint = f"GenerativeModel classes there: {', '.join(found)}" if found else "it defines no GenerativeModel class"
         raise ValueError(f"{path} has no class {qualname!r}; {hint}")
+    if inspect.isfunction(obj):
+        return f"{path}:{qualname}", Story, {"model_fn": f"{module.__name__}:{qualname}"}
     if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)) or obj is GenerativeModel:
-        raise TypeError(f"{path}:{qualname} is not a subclass of ppl_dgm.GenerativeModel; "
-                        "write the story as class MyStory(GenerativeModel) with a model() method")
-    return f"{path}:{qualname}", obj
+        raise TypeError(f"{path}:{qualname} is neither a subclass of ppl_dgm.GenerativeModel nor a Pyro model "
+                        "function; write the story as class MyStory(GenerativeModel) with a model() method, or as "
+                        "a function")
+    return f"{path}:{qualname}", obj, {}
 
 
 # ----------------------------------------------------------------------------- data files

@@ -43,6 +43,13 @@ STORY = textwrap.dedent('''
 
     class NotAStory:
         pass
+
+
+    def poisson_counts(counts=None, size=100):
+        """A plain Pyro model function, as in Pyro's tutorials: a rate and counts."""
+        rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        with pyro.plate("counts", len(counts) if counts is not None else size):
+            return pyro.sample("obs", dist.Poisson(rate), obs=counts)
 ''')
 
 
@@ -128,7 +135,8 @@ BAD_FILES = {
 @pytest.mark.parametrize("spec,fragments", [
     ("missing.py:Gauss", ["no story file", "missing.py"]),
     ("my_story.py:Nope", ["has no class 'Nope'", "my_story.py", "Gauss"]),
-    ("my_story.py:NotAStory", ["not a subclass of ppl_dgm.GenerativeModel", "my_story.py"]),
+    ("my_story.py:NotAStory", ["neither a subclass of ppl_dgm.GenerativeModel nor a Pyro model function",
+                               "my_story.py"]),
     ("my_story.py", ["name the class after the file"]),
     ("my_story.txt:Gauss", ["expected path/to/file.py:ClassName"]),
     ("raises.py:Gauss", ["cannot import", "raises.py", "RuntimeError: no database here"]),
@@ -257,3 +265,23 @@ def test_diagnose_has_help(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: ppl-dgm diagnose" in out and "--nuts" in out and "--overwrite" in out
+
+
+def test_a_plain_model_function_fits_evaluates_and_diagnoses(story, tmp_path, capsys):
+    counts = np.random.default_rng(0).poisson(3.0, size=150).astype(float)
+    np.save(tmp_path / "counts.npy", counts)
+    out = tmp_path / "run"
+    assert main(["fit", f"{story}:poisson_counts", "--data", str(tmp_path / "counts.npy"), "--out", str(out),
+                 "-O", "guide=AutoNormal", "-O", "plate=counts", "-O", "size_arg=size", "--epochs", "300",
+                 "--batch-size", "150", "--lr", "0.05", "--eval-samples", "200", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["kind"] == "predictive"
+    sys.modules.pop(module_name(story), None)  # as in a new process
+    assert main(["evaluate", str(out), "--json", "--num-samples", "200"]) == 0
+    shape, rate = 2.0 + counts.sum(), 1.0 + len(counts)  # the exact posterior, Gamma(shape, rate)
+    exact = torch.distributions.NegativeBinomial(torch.tensor(shape), probs=torch.tensor(1 / (rate + 1)))
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["test_nll_nats"] == pytest.approx(float(-exact.log_prob(torch.as_tensor(counts)).mean()),
+                                                       abs=0.02)
+    assert main(["diagnose", str(out), "--num-draws", "50"]) == 0
+    assert (out / "diagnostics" / "loo.json").is_file()

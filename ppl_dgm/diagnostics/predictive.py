@@ -105,4 +105,7 @@ def posterior_predictive(model: Any, batch: Mapping[str, torch.Tensor], draws: M
                 vectorize = False
         parts.append(_replicas_one_by_one(model, chunk, n, context))
     replicas = torch.cat(parts)
+    if replicas.shape[1] != n:
+        raise ValueError(f"{type(model).__name__} drew {replicas.shape[1]} examples when asked for n={n}; its "
+                         "model must draw n examples when x is None (for ppl_dgm.story: pass size_arg=)")
     return replicas.reshape(chains, per_chain, *replicas.shape[1:])
