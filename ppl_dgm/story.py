@@ -76,10 +76,22 @@ def _data_argument(fn: Callable, data_arg: str | None) -> str:
 class Story(GenerativeModel):
     """A Pyro model function (and guide) whose observed site and data plate carry their own names.
 
-    Built by `story`; the arguments are those of `story`. ``model(x=None, n=None, **ctx)`` calls
-    ``model_fn`` with ``x`` as its data argument, the number of examples as ``size_arg`` (when
-    named) and the context tensors under their argument names, with the observed site renamed to
-    ``"x"`` and the plate to ``"data"``, so fitting, scoring, NUTS and ArviZ see a standard story.
+    Built by `story`. ``model(x=None, n=None, **ctx)`` calls ``model_fn`` with ``x`` as its data
+    argument, the number of examples as ``size_arg`` (when named) and the context tensors under
+    their argument names, with the observed site renamed to ``"x"`` and the plate to ``"data"``, so
+    fitting, scoring, NUTS and ArviZ see a standard story.
+
+    Args:
+        model_fn: the model function (or ``"module:function"`` of an imported module).
+        guide: its guide function; or the name of a ``pyro.infer.autoguide`` class
+            (``"AutoNormal"``, ``"AutoDelta"``, ...) built on ``model_fn``; or an autoguide
+            instance; ``None`` for NUTS-only stories (fitting then has nothing to fit).
+        observed: name of the observed sample site in ``model_fn``.
+        plate: name of its plate over examples.
+        data_arg: the parameter receiving the observations (default: the one defaulting to ``None``).
+        size_arg: a parameter receiving the number of examples (e.g. ``J`` in eight schools).
+        context_args: per-example context key -> parameter name, where they differ.
+        data: ``"discrete"``/``"continuous"`` (default: from the observed site's support).
     """
 
     def __init__(
@@ -149,30 +161,11 @@ class Story(GenerativeModel):
             return self.guide_fn(**self._arguments(x, n, ctx))
 
 
-def story(
-    model_fn: Callable | str,
-    guide: Callable | str | None = None,
-    *,
-    observed: str = "obs",
-    plate: str = "data",
-    data_arg: str | None = None,
-    size_arg: str | None = None,
-    context_args: Mapping[str, str] | None = None,
-    data: str | None = None,
-) -> Story:
+def story(model_fn: Callable | str, guide: Callable | str | None = None, **options: Any) -> Story:
     """Wrap an existing Pyro model function (and guide) into a `GenerativeModel`, unchanged.
 
-    Args:
-        model_fn: the model function (or ``"module:function"`` of an imported module).
-        guide: its guide function; or the name of a ``pyro.infer.autoguide`` class
-            (``"AutoNormal"``, ``"AutoDelta"``, ...) built on ``model_fn``; or an autoguide
-            instance; ``None`` for NUTS-only stories (fitting then has nothing to fit).
-        observed: name of the observed sample site in ``model_fn``.
-        plate: name of its plate over examples.
-        data_arg: the parameter receiving the observations (default: the one defaulting to ``None``).
-        size_arg: a parameter receiving the number of examples (e.g. ``J`` in eight schools).
-        context_args: per-example context key -> parameter name, where they differ.
-        data: ``"discrete"``/``"continuous"`` (default: from the observed site's support).
+    Returns a `Story`; the keyword ``options`` are its arguments (``observed``, ``plate``,
+    ``data_arg``, ``size_arg``, ``context_args``, ``data``), described there.
 
     Example::
 
@@ -186,5 +179,4 @@ def story(
         schools = ppl_dgm.story(model, "AutoNormal", plate="J", size_arg="J")
         ppl_dgm.fit(schools, {"x": y, "sigma": sigma}, epochs=2000, batch_size=8)
     """
-    return Story(model_fn, guide, observed=observed, plate=plate, data_arg=data_arg, size_arg=size_arg,
-                 context_args=context_args, data=data)
+    return Story(model_fn, guide, **options)
