@@ -10,6 +10,16 @@ from ppl_dgm.io import load, save
 from ppl_dgm.models import register_model
 from ppl_dgm.story import Story, story
 
+
+def __getattr__(name: str):
+    """``ppl_dgm.diagnostics`` on first use (it imports ArviZ, which ``import ppl_dgm`` does not need)."""
+    if name == "diagnostics":
+        import importlib
+
+        return importlib.import_module("ppl_dgm.diagnostics")
+    raise AttributeError(f"module 'ppl_dgm' has no attribute {name!r}")
+
+
 try:
     __version__ = version("ppl_dgm")
 except PackageNotFoundError:  # running from a source tree that is not installed
