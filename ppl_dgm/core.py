@@ -14,6 +14,9 @@ from pyro.nn import PyroModule
 from ppl_dgm.lazy import in_module_scope, load_lazy_state
 from ppl_dgm.sites import DATA, X, Z
 
+ASSIGNED_GUIDE = "assigned_guide"
+"""Attribute under which ``self.guide = <callable>`` keeps the guide (an autoguide is a submodule there)."""
+
 __all__ = ["DATA", "X", "Z", "Capabilities", "GenerativeModel", "data_plate", "draw"]
 
 # Models never share parameters by name through Pyro's global param store.
@@ -97,8 +100,21 @@ class GenerativeModel(PyroModule):
         """Constructor arguments this instance was built with."""
         return dict(self._config)
 
-    def guide(self, x: torch.Tensor | None = None, n: int | None = None, **ctx: Any) -> None:
-        """Variational family; empty by default (no latent variables)."""
+    @in_module_scope
+    def guide(self, x: torch.Tensor | None = None, n: int | None = None, **ctx: Any) -> Any:
+        """Variational family: the callable assigned to ``self.guide`` (e.g. ``self.guide =
+        AutoNormal(self.model)``), called with the model's arguments; empty without one (no latent
+        variables, or NUTS only)."""
+        assigned = getattr(self, ASSIGNED_GUIDE, None)
+        return assigned(x, n, **ctx) if assigned is not None else None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "guide" and callable(value):  # `self.guide = AutoNormal(self.model)`: the guide *is* an autoguide
+            if type(self).guide is not GenerativeModel.guide:
+                raise TypeError(f"{type(self).__name__} defines a guide method; assign the autoguide to another "
+                                "attribute and call it from guide(), or drop the method")
+            name = ASSIGNED_GUIDE
+        super().__setattr__(name, value)
 
     def point_estimate(self) -> dict[str, torch.Tensor]:
         """Values of the story's global sample sites at the fitted parameters (what `draw` uses):

@@ -29,6 +29,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it private)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

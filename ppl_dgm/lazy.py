@@ -15,9 +15,10 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.trace_struct import Trace
 from torch import nn
 
-from ppl_dgm.sites import X
+from ppl_dgm.sites import DATA, X
 
 PYRO_PARAMS = "pyro_params"
 """Submodule holding the unconstrained values of a story's ``pyro.param`` statements."""
@@ -71,12 +72,22 @@ def adopt_pyro_params(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def run_story_once(model: Any, batch: Mapping[str, torch.Tensor]) -> None:
-    """Run the guide, then the model replayed against it, on ``batch`` (creates lazy parameters)."""
+def run_story_once(model: Any, batch: Mapping[str, torch.Tensor]) -> Trace:
+    """Run the guide, then the model replayed against it, on ``batch`` (creates lazy parameters);
+    returns the model's trace.
+
+    Raises:
+        ValueError: the model does not observe the data at site ``"x"``.
+    """
     context = {k: v for k, v in batch.items() if k != X}
     with pyro.validation_enabled(False):
         guide_trace = poutine.trace(model.guide).get_trace(batch[X], **context)
-        poutine.replay(model.model, trace=guide_trace)(batch[X], **context)
+        trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch[X], **context)
+    if X not in trace.nodes or not trace.nodes[X]["is_observed"]:
+        raise ValueError(f"{type(model).__name__}'s model does not observe the data: it needs "
+                         f"pyro.sample({X!r}, ..., obs=x) inside pyro.plate({DATA!r}, N) (for ppl_dgm.story: pass "
+                         "observed= and plate= with the names your function uses)")
+    return trace
 
 
 def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:

@@ -10,6 +10,7 @@ from pyro.distributions import constraints
 from pyro.infer import autoguide
 
 import ppl_dgm
+import ppl_dgm.plots  # noqa: F401  (the Agg backend for the ArviZ plots)
 from ppl_dgm import GenerativeModel, X, data_plate
 from ppl_dgm.diagnostics import to_inference_data
 from ppl_dgm.infer.mcmc import nuts
@@ -70,6 +71,7 @@ def test_autoguide_story_saves_and_loads(fitted_poisson, counts, tmp_path):
     np.testing.assert_array_equal(ppl_dgm.log_likelihood(loaded, counts[200:], num_samples=50).per_sample, first)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ArviZ 0.23's plots against newer matplotlib
 def test_nuts_and_arviz_on_the_poisson_story(fitted_poisson, counts):
     x = counts[:200]
     run = nuts(fitted_poisson, x, num_samples=150, warmup_steps=150, num_chains=2, progress=False)
@@ -83,6 +85,11 @@ def test_nuts_and_arviz_on_the_poisson_story(fitted_poisson, counts):
     assert idata.log_likelihood.attrs["estimator"] == "exact"
     assert np.isfinite(az.loo(idata).elpd_loo)
     assert idata.posterior_predictive[X].shape == (2, 150, 200)
+    import matplotlib.pyplot as plt  # ppl_dgm.plots selected the Agg backend
+
+    az.plot_trace(idata)
+    az.plot_ppc(idata, num_pp_samples=20)
+    plt.close("all")
 
 
 NORMAL_GUIDES = ["AutoNormal", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
@@ -267,3 +274,60 @@ def test_a_story_run_outside_fit_cannot_be_saved_without_its_batch(counts, tmp_p
     ppl_dgm.lazy.initialize_parameters(model, {"x": counts[:10]})
     ppl_dgm.save(model, tmp_path / "saved")
     assert float(ppl_dgm.load(tmp_path / "saved").point_estimate()["rate"]) == float(model.point_estimate()["rate"])
+
+
+class ExactPosteriorGuide(GenerativeModel):
+    """The Poisson story with the exact posterior Gamma(a + sum x, b + N) of the training counts as its guide."""
+
+    def __init__(self, shape: float = 1.0, rate: float = 1.0):
+        super().__init__()
+        self.shape, self.rate = shape, rate
+
+    model = PoissonStory.model
+
+    def guide(self, x=None, n=None):
+        pyro.sample("rate", dist.Gamma(self.shape, self.rate))
+
+
+def test_the_predictive_estimator_is_exact_to_a_hundredth_of_a_nat(counts):
+    shape, rate = _exact_posterior(counts[:200])
+    negative_binomial = dist.NegativeBinomial(torch.tensor(shape), probs=torch.tensor(1 / (rate + 1)))
+    exact = negative_binomial.log_prob(counts[200:]).double()
+    result = ppl_dgm.log_likelihood(ExactPosteriorGuide(shape, rate), counts[200:], num_samples=4000)
+    assert result.kind == "predictive"
+    assert (result.per_sample - exact).abs().max() < 0.01
+
+
+def test_the_predictive_from_a_nuts_run(fitted_poisson, counts):
+    run = nuts(fitted_poisson, counts[:200], num_samples=300, warmup_steps=200, num_chains=2, progress=False)
+    result = ppl_dgm.log_likelihood(fitted_poisson, counts[200:], posterior=run)
+    assert result.kind == "predictive" and result.num_samples == 600
+    shape, rate = _exact_posterior(counts[:200])
+    exact = dist.NegativeBinomial(torch.tensor(shape), probs=torch.tensor(1 / (rate + 1))).log_prob(counts[200:])
+    assert (result.per_sample - exact.double()).abs().max() < 0.02
+
+
+class AssignedGuide(GenerativeModel):
+    """The guide *is* an autoguide: ``self.guide = AutoMultivariateNormal(self.model)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.guide = autoguide.AutoMultivariateNormal(self.model)
+
+    model = NormalMean.model
+
+
+def test_a_guide_assigned_as_an_autoguide(tmp_path):
+    x = torch.randn(60, 2) + 1.0
+    model = AssignedGuide()
+    ppl_dgm.fit(model, x, epochs=200, batch_size=60, lr=0.05, seed=0, progress=False)
+    assert (model.point_estimate()["mu"] - x.sum(0) / 61).abs().max() < 0.15
+    ppl_dgm.save(model, tmp_path / "assigned")
+    assert torch.equal(ppl_dgm.load(tmp_path / "assigned").point_estimate()["mu"], model.point_estimate()["mu"])
+    with pytest.raises(TypeError, match="defines a guide method"):
+        PoissonStory().guide = autoguide.AutoNormal(PoissonStory().model)
+
+
+def test_fit_refuses_a_story_without_an_observed_site():
+    with pytest.raises(ValueError, match="does not observe the data"):
+        ppl_dgm.fit(NoObservedSite(), torch.rand(10), epochs=1, progress=False)
