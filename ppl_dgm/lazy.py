@@ -105,6 +105,16 @@ def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -
         model.add_module(PROTOTYPE, prototype)
 
 
+def trim_prototype(model: nn.Module, rows: int = 1) -> None:
+    """Keep only the first ``rows`` examples of the prototype batch (enough for guides whose parameters
+    do not depend on the number of examples), so a checkpoint does not carry training data needlessly."""
+    prototype = model._modules.get(PROTOTYPE)
+    if prototype is None or PYRO_PARAMS in model._modules:  # a pyro.param's shape may follow the batch
+        return
+    for name, value in list(prototype.named_buffers()):
+        setattr(prototype, name, value[:rows].clone())
+
+
 def _has_first_use_parameters(model: nn.Module, created: bool = False) -> bool:
     """Whether the model holds parameters that only a run of the story creates (with ``created``:
     that a run already created). Guides whose parameters load by key (``parameters_load_by_key``)

@@ -56,10 +56,10 @@ def _resolve(reference: Callable | str, what: str) -> Callable:
     return obj
 
 
-def _data_argument(fn: Callable, data_arg: str | None) -> str:
+def _data_argument(fn: Callable, data_arg: str | None, taken: set[str]) -> str:
     """The parameter of ``fn`` that receives the observations: ``data_arg``, else the one parameter
-    defaulting to ``None``, else the only parameter."""
-    parameters = inspect.signature(fn).parameters
+    defaulting to ``None``, else the only parameter (parameters in ``taken`` aside)."""
+    parameters = {name: p for name, p in inspect.signature(fn).parameters.items() if name not in taken}
     if data_arg is not None:
         if data_arg not in parameters:
             raise ValueError(f"{fn.__name__} has no parameter {data_arg!r} (it has {', '.join(parameters)})")
@@ -109,7 +109,7 @@ class Story(GenerativeModel):
         super().__init__()
         self.model_fn = _resolve(model_fn, "model_fn")
         self.observed, self.plate = observed, plate
-        self.data_arg = _data_argument(self.model_fn, data_arg)
+        self.data_arg = _data_argument(self.model_fn, data_arg, {size_arg, *(context_args or {}).values()})
         self.size_arg, self.context_args = size_arg, dict(context_args or {})
         parameters = inspect.signature(self.model_fn).parameters
         for name in [size_arg, *self.context_args.values()]:

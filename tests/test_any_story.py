@@ -331,3 +331,65 @@ def test_a_guide_assigned_as_an_autoguide(tmp_path):
 def test_fit_refuses_a_story_without_an_observed_site():
     with pytest.raises(ValueError, match="does not observe the data"):
         ppl_dgm.fit(NoObservedSite(), torch.rand(10), epochs=1, progress=False)
+
+
+# ------------------------------------------------------------- guides with parameters for each example
+def hierarchical(y=None, N=None):
+    """``mu ~ N(0, 1)``, ``z_n ~ N(mu, 1)``, ``x_n ~ N(z_n, 1)``: marginally ``x_n | mu ~ N(mu, 2)``."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("rows", N):
+        z = pyro.sample("z", dist.Normal(mu, 1.0))
+        return pyro.sample("obs", dist.Normal(z, 1.0), obs=y)
+
+
+def tight(y=None, N=None):
+    """``z_n ~ N(0, 3)``, ``x_n ~ N(z_n, 0.1)``: the posterior of each z_n sits at its x_n."""
+    with pyro.plate("rows", N):
+        z = pyro.sample("z", dist.Normal(0.0, 3.0))
+        return pyro.sample("obs", dist.Normal(z, 0.1), obs=y)
+
+
+def test_an_autoguide_over_local_latents_keeps_each_example_in_its_row():
+    x = torch.linspace(-4.0, 4.0, 12) + 0.01
+    model = ppl_dgm.story(tight, "AutoNormal", plate="rows", size_arg="N")
+    ppl_dgm.fit(model, x, epochs=600, batch_size=12, lr=0.05, seed=0, progress=False)
+    assert (model.autoguide.locs.z.detach() - x).abs().max() < 0.1  # rows are not shuffled under it
+    with pytest.raises(ValueError, match="needs all 12 rows in each step"):
+        ppl_dgm.fit(ppl_dgm.story(tight, "AutoNormal", plate="rows", size_arg="N"), x, epochs=1, batch_size=4,
+                    progress=False)
+    with pytest.raises(ValueError, match="cannot score validation data"):
+        ppl_dgm.fit(ppl_dgm.story(tight, "AutoNormal", plate="rows", size_arg="N"), x, val=x[:3], epochs=1,
+                    batch_size=12, progress=False)
+
+
+@pytest.mark.parametrize("guide", ["AutoNormal", "AutoDiagonalNormal", "AutoDelta"])
+def test_per_example_guides_score_by_the_prior_of_the_local_latents(guide):
+    generator = torch.Generator().manual_seed(0)
+    x = 1.0 + 2**0.5 * torch.randn(30, generator=generator) + 0.0123
+    model = ppl_dgm.story(hierarchical, guide, plate="rows", size_arg="N")
+    ppl_dgm.fit(model, x, epochs=300, batch_size=30, lr=0.05, seed=0, progress=False)
+    assert set(model.point_estimate()) == {"mu"}  # the story's plate is "rows": z is local all the same
+    assert ppl_dgm.draw(model, 3).shape == (3,)
+    held_out = torch.tensor([-1.3, 0.4, 2.2, 3.9])  # another number of rows than the guide was fitted to
+    draws = ppl_dgm.evaluation.posterior.posterior_draws(model, {"x": held_out}, num_draws=4000)["mu"].reshape(-1)
+    exact = torch.logsumexp(dist.Normal(draws[:, None], 2**0.5).log_prob(held_out).double(), 0) - np.log(4000)
+    result = ppl_dgm.log_likelihood(model, held_out, num_samples=4000)
+    assert result.kind == "predictive"
+    error = (result.per_sample - exact).abs()  # Monte Carlo on both sides; the guide's own z would be ~1 nat off
+    assert error.mean() < 0.03 and error.max() < 0.12
+
+
+def test_a_story_with_nothing_to_sample_is_scored_exactly_in_one_pass():
+    class Plain(GenerativeModel):
+        def __init__(self):
+            super().__init__()
+            self.loc = torch.nn.Parameter(torch.tensor(0.5))
+
+        def model(self, x=None, n=None):
+            with data_plate(x, n):
+                return pyro.sample(X, dist.Normal(self.loc, 1.0), obs=x)
+
+    x = torch.tensor([0.1, 1.7, -0.4])
+    result = ppl_dgm.log_likelihood(Plain(), x, num_samples=500)
+    assert result.kind == "exact" and result.num_samples == 1
+    np.testing.assert_allclose(result.per_sample.numpy(), dist.Normal(0.5, 1.0).log_prob(x).numpy(), rtol=1e-6)

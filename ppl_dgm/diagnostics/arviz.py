@@ -12,7 +12,7 @@ import torch
 
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.diagnostics.predictive import posterior_predictive
-from ppl_dgm.evaluation.posterior import posterior_draws
+from ppl_dgm.evaluation.posterior import per_example_guide_sites, posterior_draws
 from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.validation import prepare_data
 
@@ -41,7 +41,8 @@ def pointwise_log_likelihood(model: GenerativeModel, batch: Mapping[str, torch.T
     The local latents are integrated out: by the model's closed form ``log_prob_at(x, sites)`` when it
     has one; else from the traces, discrete local sites marked for enumeration summed out exactly and
     continuous ones by importance sampling (``num_particles`` samples per draw from the guide, or from
-    the prior for sites the guide lacks). Returns the values and a one-line name of the estimator.
+    the prior for sites the guide lacks or covers with per-training-example parameters). Returns the
+    values and a one-line name of the estimator.
     """
     context = {k: v for k, v in batch.items() if k != X}
     chains, per_chain = next(iter(draws.values())).shape[:2] if draws else (1, 1)
@@ -53,13 +54,13 @@ def pointwise_log_likelihood(model: GenerativeModel, batch: Mapping[str, torch.T
         return torch.cat(parts).reshape(chains, per_chain, -1), "exact (closed-form marginal)"
     values, proposals = [], frozenset()
     particles = num_particles
+    use_guide = not per_example_guide_sites(model)  # a per-example guide cannot propose for other draws' rows
     for s in range(chains * per_chain):
-        weights = log_importance_weights(model, batch[X], particles, context,
-                                         given={name: value[s] for name, value in flat.items()})
+        given = {name: value[s] for name, value in flat.items()}
+        weights = log_importance_weights(model, batch[X], particles, context, given=given, use_guide=use_guide)
         if s == 0 and not weights.proposals - {"enumerated"}:  # nothing sampled: one particle is exact
             particles = 1
-            weights = log_importance_weights(model, batch[X], 1, context,
-                                             given={name: value[s] for name, value in flat.items()})
+            weights = log_importance_weights(model, batch[X], 1, context, given=given, use_guide=use_guide)
         proposals = weights.proposals
         local = weights.local.double()
         values.append(torch.logsumexp(local, 0) - np.log(local.shape[0]))

@@ -30,8 +30,7 @@ def needs_dequantization(model: Any, x: torch.Tensor, context: dict[str, torch.T
 def observed_support_is_discrete(model: Any, x: torch.Tensor, context: dict[str, torch.Tensor] | None = None) -> bool:
     """Whether the distribution at the story's observed site ``"x"`` has a discrete support."""
     context = context or {}
-    guide_trace = poutine.trace(model.guide).get_trace(x, **context)
-    trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x, **context)
+    trace = poutine.trace(model.model).get_trace(x, **context)  # the model alone: latents from the prior
     if X not in trace.nodes:
         raise ValueError(f"{type(model).__name__}'s model has no observed site {X!r}; observe the data with "
                          f"pyro.sample({X!r}, ..., obs=x) inside pyro.plate({DATA!r}, N)")

@@ -13,7 +13,12 @@ import torch
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.evaluation.posterior import global_latent_sites, guide_global_values, posterior_draws
+from ppl_dgm.evaluation.posterior import (
+    global_latent_sites,
+    guide_global_values,
+    per_example_guide_sites,
+    posterior_draws,
+)
 from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.validation import prepare_data
 
@@ -89,12 +94,14 @@ class LogLikelihood:
 
 
 def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor], num_samples: int,
-                         draws: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         draws: dict[str, torch.Tensor] | None = None, use_guide: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """``log mean_k w_k`` and ``mean_k log w_k`` per example (float64), over ``num_samples`` weights.
 
     Without ``draws`` the weights come in particle chunks (each chunk shares one draw of any global
     latent from the guide, so global latents need one particle per chunk: see `log_likelihood`); with
-    ``draws`` (site -> ``(S, ...)``) each chunk holds the global sites at one draw.
+    ``draws`` (site -> ``(S, ...)``) each chunk holds the global sites at one draw; ``use_guide=False``
+    draws the local latents from the prior instead of the guide.
     """
     x = batch[X]
     context = {k: v for k, v in batch.items() if k != X}
@@ -108,29 +115,47 @@ def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor],
     sum_log = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     total = 0
     for particles, given in passes:
-        local = log_importance_weights(model, x, particles, context, given=given).local.double()
+        weights = log_importance_weights(model, x, particles, context, given=given, use_guide=use_guide)
+        local = weights.local.double()
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(local, 0))
         sum_log += local.sum(0)
         total += particles
     return log_sum - math.log(total), sum_log / total
 
 
-def _global_draws(model: GenerativeModel, batch: dict[str, torch.Tensor], posterior: Any, num_samples: int
-                  ) -> dict[str, torch.Tensor] | None:
-    """Draws ``(S, ...)`` of the global latents to average the predictive over; ``None`` when the model's
-    global latents are point masses of its guide (or it has none) and plain importance sampling is right."""
-    if posterior is not None:
-        draws = posterior_draws(model, batch, posterior)
-        return {name: value.reshape(-1, *value.shape[2:]) for name, value in draws.items()}
+@dataclass(frozen=True)
+class _Plan:
+    """How to estimate: ``draws`` of the global latents to hold fixed (``(S, ...)`` per site) or ``None``;
+    whether the guide proposes the local latents; the kind of figure; samples per example."""
+
+    draws: dict[str, torch.Tensor] | None
+    use_guide: bool
+    kind: Literal["exact", "estimate", "predictive"]
+    num_samples: int
+
+
+def _flat(draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.reshape(-1, *value.shape[2:]) for name, value in draws.items()}
+
+
+def _plan(model: GenerativeModel, batch: dict[str, torch.Tensor], posterior: Any, num_samples: int) -> _Plan:
+    """Pick the estimator for a latent-variable story (see `log_likelihood`)."""
+    per_example = per_example_guide_sites(model)
+    if posterior is not None or per_example:  # fixed draws; a per-example guide only supplies the global ones
+        draws = _flat(posterior_draws(model, batch, posterior, num_samples))
+        return _Plan(draws, not per_example, "predictive", len(next(iter(draws.values()))) if draws else 1)
     sites = global_latent_sites(model, batch)
-    if not sites:
-        return None
-    guide_values = guide_global_values(model, batch)
-    missing = sorted(set(sites) - set(guide_values))
+    missing = sorted(set(sites) - set(guide_global_values(model, batch)))
     if missing:
         raise ValueError(f"{type(model).__name__} has global latent site(s) {', '.join(missing)} that its guide does "
                          "not sample; pass posterior= (a NUTS run) to score held-out data by the posterior predictive")
-    return None
+    one = {k: v[:1] for k, v in batch.items()}
+    probe = log_importance_weights(model, one[X], 1, {k: v for k, v in one.items() if k != X})
+    if probe.global_latents:
+        return _Plan(None, True, "predictive", num_samples)
+    if probe.proposals <= {"enumerated"}:  # nothing is sampled: one pass is the exact value
+        return _Plan(None, True, "exact", 1)
+    return _Plan(None, True, "estimate", num_samples)
 
 
 @torch.no_grad()
@@ -191,10 +216,8 @@ def log_likelihood(
     with torch.random.fork_rng(devices=devices, enabled=seed is not None), pyro.validation_enabled(False):
         if seed is not None:
             torch.manual_seed(seed)
-        draws = None if exact else _global_draws(model, batch, posterior, num_samples)
-        predictive = not exact and (draws is not None or bool(_guide_global_latents(model, batch)))
-        samples = 1 if exact else num_samples if draws is None else len(next(iter(draws.values())))
-        per_pass = samples_per_draw if predictive else samples
+        plan = _Plan(None, True, "exact", 1) if exact else _plan(model, batch, posterior, num_samples)
+        per_pass = samples_per_draw if plan.kind == "predictive" else plan.num_samples
         batch_size = batch_size or max(1, min(x.shape[0], ROWS_PER_PASS // min(per_pass, 128)))
         for start in range(0, x.shape[0], batch_size):
             part = {k: v[start : start + batch_size] for k, v in batch.items()}
@@ -203,37 +226,30 @@ def log_likelihood(
             if exact:
                 context = {k: v for k, v in part.items() if k != X}
                 scores.append(model.log_prob(part[X], **context).double())
+                continue
+            if plan.draws is not None:
+                score, elbo = _importance_weighted(model, part, samples_per_draw, plan.draws, plan.use_guide)
+            elif plan.kind == "predictive":
+                score, elbo = _predictive(model, part, plan.num_samples, samples_per_draw)
             else:
-                score, elbo = (_predictive(model, part, samples, samples_per_draw, draws) if predictive
-                               else _importance_weighted(model, part, samples))
-                scores.append(score)
-                elbos.append(elbo)
+                score, elbo = _importance_weighted(model, part, plan.num_samples)
+            scores.append(score)
+            elbos.append(elbo)
     model.train(was_training)
-    kind = "bound" if dequantize else "exact" if exact else "predictive" if predictive else "estimate"
     return LogLikelihood(
         per_sample=torch.cat(scores).cpu(),
-        kind=kind,
-        num_samples=samples * (samples_per_draw if predictive else 1),
+        kind="bound" if dequantize else plan.kind,
+        num_samples=plan.num_samples * (samples_per_draw if plan.kind == "predictive" else 1),
         num_dims=math.prod(x.shape[1:]),
         elbo=torch.cat(elbos).cpu() if elbos else None,
     )
 
 
-def _guide_global_latents(model: GenerativeModel, batch: dict[str, torch.Tensor]) -> tuple[str, ...]:
-    """The guide's global sites that are not point masses (whose draws the predictive averages over)."""
-    one = {k: v[:1] for k, v in batch.items()}
-    return log_importance_weights(model, one[X], 1, {k: v for k, v in one.items() if k != X}).global_latents
-
-
-def _predictive(model: GenerativeModel, batch: dict[str, torch.Tensor], num_draws: int, samples_per_draw: int,
-                draws: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log (1/S) sum_s p_hat(x_n | theta_s)`` and the mean log-weight, per example (float64).
-
-    Each draw ``theta_s`` (from the guide, or from ``draws``) comes with ``samples_per_draw`` local
-    importance samples; all ``S * K`` weights are averaged in log space.
-    """
-    if draws is not None:
-        return _importance_weighted(model, batch, samples_per_draw, draws)
+def _predictive(model: GenerativeModel, batch: dict[str, torch.Tensor], num_draws: int, samples_per_draw: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log (1/S) sum_s p_hat(x_n | theta_s)`` and the mean log-weight, per example (float64), with
+    ``theta_s`` drawn from the guide: each pass is one draw with ``samples_per_draw`` local importance
+    samples, and all ``S * K`` weights are averaged in log space."""
     x = batch[X]
     context = {k: v for k, v in batch.items() if k != X}
     log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
@@ -244,5 +260,3 @@ def _predictive(model: GenerativeModel, batch: dict[str, torch.Tensor], num_draw
         sum_log += local.sum(0)
     total = num_draws * samples_per_draw
     return log_sum - math.log(total), sum_log / total
-
-

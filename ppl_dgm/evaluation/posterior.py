@@ -20,12 +20,15 @@ def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != X}
 
 
-def latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict], dict[str, dict]]:
+def latent_sites(model: Any, batch: Mapping[str, torch.Tensor], use_guide: bool = True
+                 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """The model's latent sample sites ``(global, local)`` (name -> trace site), outside and inside
-    plate ``"data"``, in one run of the model replayed against its guide on ``batch``."""
+    plate ``"data"``, in one run of the model replayed against its guide on ``batch`` (with
+    ``use_guide=False``: the model alone, every latent drawn from its prior)."""
     with torch.no_grad():
-        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **_context(batch))
-        trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch[X], **_context(batch))
+        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **_context(batch)) if use_guide else None
+        story = poutine.replay(model.model, trace=guide_trace) if use_guide else model.model
+        trace = poutine.trace(story).get_trace(batch[X], **_context(batch))
     latent = {name: site for name, site in trace.nodes.items() if is_latent(site)}
     return ({name: site for name, site in latent.items() if not in_data_plate(site)},
             {name: site for name, site in latent.items() if in_data_plate(site)})
@@ -33,7 +36,24 @@ def latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[dict[st
 
 def global_latent_sites(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, dict]:
     """The model's latent sample sites outside plate ``"data"`` (name -> trace site)."""
-    return latent_sites(model, batch)[0]
+    return latent_sites(model, batch, use_guide=not per_example_guide_sites(model))[0]
+
+
+def prototype_batch(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The batch the story first ran on in `fit` (kept when it created parameters), else ``None``."""
+    prototype = model._modules.get(PROTOTYPE)
+    return dict(prototype.named_buffers()) if prototype is not None else None
+
+
+def per_example_guide_sites(model: torch.nn.Module) -> frozenset[str]:
+    """Local latent sites that an autoguide covers with parameters of its own for each training example
+    (not amortized): such a guide is defined on the training rows only, in their order."""
+    guides = [m for m in model.modules() if isinstance(m, AutoGuide) and m.prototype_trace is not None]
+    batch = prototype_batch(model)
+    if not guides or batch is None:
+        return frozenset()
+    local = latent_sites(model, batch)[1]
+    return frozenset(name for guide in guides for name in guide.prototype_trace.nodes if name in local)
 
 
 def guide_global_values(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -59,13 +79,14 @@ def autoguide_medians(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     Autoguides without a closed-form median (e.g. ``AutoIAFNormal``) give the elementwise median of
     201 draws. Sites inside plate ``"data"`` are left out (they belong to the training examples).
     """
-    prototype = model._modules.get(PROTOTYPE)
-    batch = dict(prototype.named_buffers()) if prototype is not None else {}
+    guides = [guide for guide in _top_level_autoguides(model) if guide.prototype_trace is not None]
+    if not guides:
+        return {}
+    batch = prototype_batch(model) or {}
     args, kwargs = ((batch[X],), _context(batch)) if X in batch else ((), {})
+    local = set(latent_sites(model, batch)[1]) if batch else None  # the story's own view (plates renamed)
     medians: dict[str, torch.Tensor] = {}
-    for guide in _top_level_autoguides(model):
-        if guide.prototype_trace is None:
-            continue
+    for guide in guides:
         try:
             values = guide.median(*args, **kwargs)
         except NotImplementedError:
@@ -73,7 +94,7 @@ def autoguide_medians(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             values = {name: torch.stack([d[name] for d in draws]).median(0).values for name in draws[0]}
         for name, value in values.items():
             site = guide.prototype_trace.nodes.get(name)
-            if site is not None and not in_data_plate(site):
+            if site is not None and not (name in local if local is not None else in_data_plate(site)):
                 medians[name] = value.detach()
     return medians
 
@@ -89,19 +110,23 @@ def posterior_draws(model: Any, batch: Mapping[str, torch.Tensor], fit: Any = No
     """Draws of every global latent site of ``model``: site name -> ``(chains, draws, *site_shape)``.
 
     From ``fit`` (an `MCMCResult` of `ppl_dgm.infer.mcmc.nuts`) when given, else ``num_draws``
-    draws from the model's guide (one chain). A NUTS run's draws of local latents (sites inside
-    plate ``"data"``) are left out: they belong to the examples, not to the parameters.
+    draws from the model's guide (one chain; a guide with per-example parameters, see
+    `per_example_guide_sites`, is run on the training rows it was fitted to). A NUTS run's draws of
+    local latents (sites inside plate ``"data"``) are left out: they belong to the examples, not to
+    the parameters.
 
     Raises:
         ValueError: the draws miss a global latent of the model, or hold sites it does not have
             (a run of another model), or have the wrong shape.
     """
-    sites, local = latent_sites(model, batch)
+    per_example = per_example_guide_sites(model)
+    sites, local = latent_sites(model, batch, use_guide=not per_example)
     if fit is not None:
         draws = {name: value.to(batch[X].device) for name, value in fit.samples.items() if name not in local}
         source = "the NUTS run"
-    else:
-        draws = draws_from_guide(model, batch, num_draws) if sites else {}
+    else:  # a guide with per-example parameters runs on the training rows it was fitted to
+        guide_batch = prototype_batch(model) if per_example else batch
+        draws = draws_from_guide(model, guide_batch, num_draws) if sites else {}
         source = f"the guide of {type(model).__name__}"
     foreign = sorted(set(draws) - set(sites))
     if foreign:

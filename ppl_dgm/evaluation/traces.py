@@ -143,6 +143,7 @@ def log_importance_weights(
     context: Mapping[str, Any] | None = None,
     scaled: bool = False,
     given: Mapping[str, torch.Tensor] | None = None,
+    use_guide: bool = True,
 ) -> LogWeights:
     """Log importance weights ``log p(x, z) - log q(z | x)`` of a model/guide pair (nats).
 
@@ -158,6 +159,8 @@ def log_importance_weights(
         context: extra per-example keyword arguments of model and guide (tiled too).
         scaled: apply the sites' ``poutine.scale`` factors (training objectives do).
         given: values of global latent sites to hold fixed in model and guide (a posterior draw).
+        use_guide: ``False`` draws every latent that ``given`` does not fix from the prior (for
+            guides that cannot propose for these rows, e.g. one with per-training-example parameters).
 
     Returns:
         `LogWeights` with ``local`` of shape ``(K, N)``.
@@ -168,7 +171,7 @@ def log_importance_weights(
     n = x.shape[0]
     xs = repeat_batch(x, num_particles, n)
     ctx = {k: repeat_batch(v, num_particles, n) for k, v in (context or {}).items()}
-    guide, story = model.guide, model.model
+    guide, story = (model.guide if use_guide else _no_guide), model.model
     if given:
         guide, story = poutine.condition(guide, data=dict(given)), poutine.condition(story, data=dict(given))
     guide_trace = poutine.trace(guide).get_trace(xs, **ctx)
@@ -202,6 +205,10 @@ def log_importance_weights(
         ),
         proposals,
     )
+
+
+def _no_guide(*args: Any, **kwargs: Any) -> None:
+    """A guide that samples nothing: the model draws its latents from the prior."""
 
 
 def _global_latents(guide_trace: Trace) -> tuple[str, ...]:

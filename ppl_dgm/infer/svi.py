@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
+from ppl_dgm.evaluation.posterior import per_example_guide_sites
 from ppl_dgm.infer.objectives import ELBO, Objective, has_enumerated_sites, make_objective
-from ppl_dgm.lazy import initialize_parameters
+from ppl_dgm.lazy import initialize_parameters, trim_prototype
 from ppl_dgm.validation import prepare_data
 
 
@@ -165,6 +166,7 @@ def fit(
     if not set_up:
         model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **context)
     initialize_parameters(model, _rows(train, slice(0, batch_size), dequantize))
+    shuffle = _check_per_example_guide(model, train[X].shape[0], batch_size, valid is not None)
     if isinstance(loss_fn, ELBO) and has_enumerated_sites(model, _rows(train, slice(0, 1), dequantize)):
         loss_fn = make_objective(objective, num_particles, alpha, model, enumerate_discrete=True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -192,7 +194,7 @@ def fit(
     with pyro.validation_enabled(False):
         for epoch in bar:
             result.train_loss.append(
-                _train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch, dequantize)
+                _train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch, dequantize, shuffle)
             )
             result.epochs_run = epoch + 1
             if valid is not None:
@@ -241,13 +243,35 @@ def _snapshot(model: GenerativeModel, optimizer: torch.optim.Optimizer, result: 
     }
 
 
+def _check_per_example_guide(model: GenerativeModel, n: int, batch_size: int, validating: bool) -> bool:
+    """Whether to shuffle the rows: not for a guide with parameters of its own for each training example
+    (an autoguide over local latents), which needs every row, in order, at each step.
+
+    Raises:
+        ValueError: such a guide with minibatches or validation data.
+    """
+    sites = per_example_guide_sites(model)
+    if not sites:
+        trim_prototype(model)
+        return True
+    what = f"{type(model).__name__}'s guide has parameters for each training example (local site(s) " \
+           f"{', '.join(sorted(sites))})"
+    if batch_size < n:
+        raise ValueError(f"{what}, so it needs all {n} rows in each step: pass batch_size >= {n}, or write an "
+                         "amortized guide (a network of x) for the local latents")
+    if validating:
+        raise ValueError(f"{what}, so it cannot score validation data: pass val=None, or write an amortized guide")
+    return False
+
+
 def _train_epoch(model: GenerativeModel, loss_fn: Objective, optimizer: torch.optim.Optimizer,
                  params: list[torch.Tensor], train: dict[str, torch.Tensor], batch_size: int,
-                 epoch: int, dequantize: bool) -> float:
-    """One shuffled pass over ``train``; returns the mean loss in nats per example."""
+                 epoch: int, dequantize: bool, shuffle: bool = True) -> float:
+    """One pass over ``train`` (shuffled unless told otherwise); returns the mean loss in nats per example."""
     n = train[X].shape[0]
     total = 0.0
-    for step, index in enumerate(torch.randperm(n, device=train[X].device).split(batch_size)):
+    order = torch.randperm(n, device=train[X].device) if shuffle else torch.arange(n, device=train[X].device)
+    for step, index in enumerate(order.split(batch_size)):
         loss = loss_fn.loss(model, _rows(train, index, dequantize), n)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
