@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     splits = {name: load_dataset("digits", name, device=args.device) for name in ("train", "val", "test")}
+    torch.manual_seed(args.seed)  # the initial weights depend on the seed too
     model = VAE(latent_dim=args.latent_dim, likelihood=args.likelihood)
     result = ppl_dgm.fit(model, splits["train"].x, val=splits["val"].x, epochs=args.epochs, objective=args.objective,
                          patience=50, seed=args.seed, device=args.device, progress=not args.no_progress)
