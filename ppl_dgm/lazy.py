@@ -18,7 +18,7 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from torch import nn
 
-from ppl_dgm.sites import DATA, X
+from ppl_dgm.sites import DATA, X, context_of
 
 PYRO_PARAMS = "pyro_params"
 """Submodule holding the unconstrained values of a story's ``pyro.param`` statements."""
@@ -72,37 +72,49 @@ def adopt_pyro_params(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def run_story_once(model: Any, batch: Mapping[str, torch.Tensor]) -> Trace:
-    """Run the guide, then the model replayed against it, on ``batch`` (creates lazy parameters);
-    returns the model's trace.
+def trace_story(model: Any, batch: Mapping[str, torch.Tensor], use_guide: bool = True) -> tuple[Trace | None, Trace]:
+    """Traces of one run on ``batch``: the guide, then the model replayed against it (``use_guide=False``:
+    no guide, the model alone with every latent from its prior). Creates lazy parameters on a first run.
+
+    Returns ``(guide_trace or None, model_trace)``.
 
     Raises:
         ValueError: the model does not observe the data at site ``"x"``.
     """
-    context = {k: v for k, v in batch.items() if k != X}
+    context = context_of(batch)
     with pyro.validation_enabled(False):
-        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **context)
-        trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch[X], **context)
+        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **context) if use_guide else None
+        story = poutine.replay(model.model, trace=guide_trace) if use_guide else model.model
+        trace = poutine.trace(story).get_trace(batch[X], **context)
     if X not in trace.nodes or not trace.nodes[X]["is_observed"]:
-        raise ValueError(f"{type(model).__name__}'s model does not observe the data: it needs "
-                         f"pyro.sample({X!r}, ..., obs=x) inside pyro.plate({DATA!r}, N) (for ppl_dgm.story: pass "
-                         "observed= and plate= with the names your function uses)")
-    return trace
+        raise ValueError(f"{type(model).__name__}'s model does not observe the data: it has no observed site {X!r}; "
+                         f"it needs pyro.sample({X!r}, ..., obs=x) inside pyro.plate({DATA!r}, N) (for ppl_dgm.story: "
+                         "pass observed= and plate= with the names your function uses)")
+    return guide_trace, trace
 
 
-def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:
-    """Create the parameters a story makes on first use by running it once on ``batch``.
+def initialize_parameters(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[Trace, Trace]:
+    """Create the parameters a story makes on first use by running it once on ``batch``; returns the
+    traces of that run (guide, model).
 
     When the model has such parameters (an autoguide, ``pyro.param`` statements), ``batch`` is kept
     as buffers of a ``prototype_batch`` submodule, so that a checkpoint carries what is needed to
     create them again before loading their values.
     """
-    run_story_once(model, batch)
-    if _has_first_use_parameters(model) and PROTOTYPE not in model._modules:
-        prototype = nn.Module()
-        for name, value in batch.items():
-            prototype.register_buffer(name, value.detach().clone())
-        model.add_module(PROTOTYPE, prototype)
+    traces = trace_story(model, batch)
+    if _has_first_use_parameters(model):
+        _keep_prototype(model, batch)
+    return traces
+
+
+def _keep_prototype(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> None:
+    """Keep ``batch`` as the ``prototype_batch`` buffers, unless the model has one already."""
+    if PROTOTYPE in model._modules:
+        return
+    prototype = nn.Module()
+    for name, value in batch.items():
+        prototype.register_buffer(name, value.detach().clone())
+    model.add_module(PROTOTYPE, prototype)
 
 
 def trim_prototype(model: nn.Module, rows: int = 1) -> None:
@@ -168,9 +180,5 @@ def load_lazy_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         batch = {k: v.to(device) for k, v in prototype.items()}
         initialize_parameters(model, batch)
-        if PROTOTYPE not in model._modules:  # the run created nothing new; keep the keys loadable
-            holder = nn.Module()
-            for name, value in batch.items():
-                holder.register_buffer(name, value.clone())
-            model.add_module(PROTOTYPE, holder)
+        _keep_prototype(model, batch)  # even where the run created nothing new: the keys must load
     _allocate(model, rest)

@@ -62,3 +62,13 @@ class LinearGaussian(GenerativeModel):
         with torch.no_grad():
             cov = self.weight @ self.weight.T + F.softplus(self.raw_noise) ** 2 * torch.eye(self.event_shape[0])
             return dist.MultivariateNormal(self.bias, cov).log_prob(x)
+
+
+class Implicit(GenerativeModel):
+    """A sampler without a density (likelihood ``"none"``): ``x`` is recorded with ``pyro.deterministic``."""
+
+    capabilities = Capabilities(likelihood="none")
+
+    def model(self, x=None, n=None):
+        with data_plate(x, n):
+            return pyro.deterministic(X, torch.randn(n or len(x), 2))

@@ -13,7 +13,7 @@ from torch import nn
 from ppl_dgm import Capabilities, GenerativeModel, X, data_plate
 from ppl_dgm.diagnostics import compare
 
-from helpers import DiagonalGaussian, LinearGaussian
+from helpers import DiagonalGaussian, Implicit, LinearGaussian
 
 
 def gaussian(loc: list[float], scale: list[float]) -> DiagonalGaussian:
@@ -99,16 +99,6 @@ def test_estimate_kind(x):
     table = compare({"latent": LinearGaussian(dim=2, latent_dim=1), "gaussian": gaussian([0.5, -1.0], [1.0, 2.0])},
                     x.float(), num_samples=50)
     assert {row["kind"] for row in table.rows} == {"estimate", "exact"}
-
-
-class Implicit(GenerativeModel):
-    """A sampler without a density."""
-
-    capabilities = Capabilities(likelihood="none")
-
-    def model(self, x=None, n=None):
-        with data_plate(x, n):
-            return pyro.deterministic(X, torch.randn(n or len(x), 2))
 
 
 def test_refusals(x):

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 import ppl_dgm.diagnostics.psis as psis_module
-from ppl_dgm import Capabilities, GenerativeModel, X, data_plate
+from ppl_dgm import GenerativeModel, X, data_plate
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.diagnostics import psis_diagnostic
 from ppl_dgm.models import VAE
 
-from helpers import DiagonalGaussian, LinearGaussian
+from helpers import DiagonalGaussian, Implicit, LinearGaussian
 
 
 def guide_at_posterior(scale_factor: float) -> LinearGaussian:
@@ -90,16 +90,6 @@ def test_vae_on_digits():
     assert gaussian.summary()["dequantized"]  # a density on integer pixels is scored on x + u
 
 
-class NoLikelihood(GenerativeModel):
-    """An implicit model: ``x = z``, no density."""
-
-    capabilities = Capabilities(likelihood="none")
-
-    def model(self, x=None, n=None):
-        with data_plate(x, n):
-            return pyro.deterministic(X, torch.randn(n or len(x), 2))
-
-
 class GlobalRate(GenerativeModel):
     """``mu ~ N(0, 1)`` shared by every example; the guide samples it outside plate ``"data"``."""
 
@@ -116,7 +106,7 @@ def test_refuses_what_it_cannot_diagnose():
     with pytest.raises(ValueError, match="exact likelihood.*no latent"):
         psis_diagnostic(DiagonalGaussian(2), torch.randn(4, 2))
     with pytest.raises(ValueError, match="no normalized likelihood"):
-        psis_diagnostic(NoLikelihood(), torch.randn(4, 2))
+        psis_diagnostic(Implicit(), torch.randn(4, 2))
     with pytest.raises(ValueError, match="global latents mu"):
         psis_diagnostic(GlobalRate(), torch.randn(4), num_samples=30)
     with pytest.raises(ValueError, match=f"num_samples must be an integer >= {psis_module.MIN_SAMPLES}"):

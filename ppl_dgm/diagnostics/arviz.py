@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from ppl_dgm.core import GenerativeModel, X
-from ppl_dgm.diagnostics.predictive import posterior_predictive
-from ppl_dgm.evaluation.posterior import per_example_guide_sites, posterior_draws
+from ppl_dgm.diagnostics.predictive import DRAWS_PER_PASS, posterior_predictive
+from ppl_dgm.evaluation.likelihood import importance_weighted
+from ppl_dgm.evaluation.posterior import draw_at, per_example_guide_sites, posterior_draws
 from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.sites import context_of
 from ppl_dgm.validation import prepare_data
 
-DRAWS_PER_PASS = 256
 EXAMPLE_DIM = "example"
 
 
@@ -44,7 +45,7 @@ def pointwise_log_likelihood(model: GenerativeModel, batch: Mapping[str, torch.T
     the prior for sites the guide lacks or covers with per-training-example parameters). Returns the
     values and a one-line name of the estimator.
     """
-    context = {k: v for k, v in batch.items() if k != X}
+    context = context_of(batch)
     chains, per_chain = next(iter(draws.values())).shape[:2] if draws else (1, 1)
     flat = {name: value.reshape(chains * per_chain, *value.shape[2:]) for name, value in draws.items()}
     if callable(getattr(model, "log_prob_at", None)):
@@ -52,18 +53,13 @@ def pointwise_log_likelihood(model: GenerativeModel, batch: Mapping[str, torch.T
                                               for name, value in flat.items()}, **context)
                  for start in range(0, chains * per_chain, DRAWS_PER_PASS)]
         return torch.cat(parts).reshape(chains, per_chain, -1), "exact (closed-form marginal)"
-    values, proposals = [], frozenset()
-    particles = num_particles
     use_guide = not per_example_guide_sites(model)  # a per-example guide cannot propose for other draws' rows
-    for s in range(chains * per_chain):
-        given = {name: value[s] for name, value in flat.items()}
-        weights = log_importance_weights(model, batch[X], particles, context, given=given, use_guide=use_guide)
-        if s == 0 and not weights.proposals - {"enumerated"}:  # nothing sampled: one particle is exact
-            particles = 1
-            weights = log_importance_weights(model, batch[X], 1, context, given=given, use_guide=use_guide)
-        proposals = weights.proposals
-        local = weights.local.double()
-        values.append(torch.logsumexp(local, 0) - np.log(local.shape[0]))
+    one = {k: v[:1] for k, v in batch.items()}
+    proposals = log_importance_weights(model, one[X], 1, context_of(one), given=draw_at(flat, 0),
+                                       use_guide=use_guide).proposals
+    particles = num_particles if proposals - {"enumerated"} else 1  # nothing sampled: one particle is exact
+    values = [importance_weighted(model, batch, particles, draw_at(flat, s), use_guide)[0]
+              for s in range(chains * per_chain)]
     return torch.stack(values).reshape(chains, per_chain, -1), _estimator(proposals, particles)
 
 
@@ -107,7 +103,7 @@ def to_inference_data(
         ValueError: the model has no global latent sites, or ``fit`` is a run of another model.
     """
     batch = prepare_data(data, model, "data", model.device, model.dtype)
-    context = {k: v for k, v in batch.items() if k != X}
+    context = context_of(batch)
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=[batch[X].device] if batch[X].is_cuda else []):

@@ -10,8 +10,9 @@ import pyro
 import torch
 from pyro import poutine
 
+from ppl_dgm.evaluation.posterior import draw_at
 from ppl_dgm.evaluation.traces import is_latent, plate_nesting
-from ppl_dgm.sites import X
+from ppl_dgm.sites import X, context_of
 
 DRAWS_PER_PASS = 256
 """Posterior draws pushed through the story at once."""
@@ -23,7 +24,7 @@ def _replicas_one_by_one(model: Any, draws: dict[str, torch.Tensor], n: int, con
     """``(S, n, *event_shape)``: one forward run of the story per draw (the fallback)."""
     replicas = []
     for s in range(len(next(iter(draws.values())))):
-        fixed = poutine.condition(model.model, data={name: value[s] for name, value in draws.items()})
+        fixed = poutine.condition(model.model, data=draw_at(draws, s))
         replicas.append(poutine.trace(fixed).get_trace(None, n=n, **context).nodes[X]["value"])
     return torch.stack(replicas)
 
@@ -32,7 +33,7 @@ def _replicas_batched(model: Any, draws: dict[str, torch.Tensor], n: int, contex
                       ) -> torch.Tensor:
     """``(S, n, *event_shape)``: the story run once inside a plate over the ``S`` draws, each site's
     draws reshaped so that the draw dimension lies left of the story's own plates."""
-    first = poutine.trace(poutine.condition(model.model, data={k: v[0] for k, v in draws.items()})
+    first = poutine.trace(poutine.condition(model.model, data=draw_at(draws, 0))
                           ).get_trace(None, n=n, **context)
     nesting = getattr(model, "max_plate_nesting", None) or plate_nesting(first)
     count = len(next(iter(draws.values())))
@@ -43,7 +44,7 @@ def _replicas_batched(model: Any, draws: dict[str, torch.Tensor], n: int, contex
     with pyro.plate(DRAWS_PLATE, count, dim=-nesting - 1):
         batched = poutine.trace(poutine.condition(model.model, data=shaped)).get_trace(None, n=n, **context)
     for s in sorted({0, count - 1}):
-        _check_one_draw(model, batched, first, {name: value[s] for name, value in draws.items()}, s, count, context)
+        _check_one_draw(model, batched, first, draw_at(draws, s), s, count, context)
     return batched.nodes[X]["value"].reshape(count, *first.nodes[X]["value"].shape)
 
 
@@ -88,7 +89,7 @@ def posterior_predictive(model: Any, batch: Mapping[str, torch.Tensor], draws: M
         draws: site name -> ``(chains, draws, *site_shape)``.
         vectorize: batch the draws (``False``: one run per draw).
     """
-    context = {k: v for k, v in batch.items() if k != X}
+    context = context_of(batch)
     n = batch[X].shape[0]
     chains, per_chain = next(iter(draws.values())).shape[:2]
     flat = {name: value.reshape(chains * per_chain, *value.shape[2:]) for name, value in draws.items()}

@@ -15,8 +15,7 @@ import torch
 from ppl_dgm.core import DATA, GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.evaluation.likelihood import ROWS_PER_PASS
-from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.evaluation.likelihood import ROWS_PER_PASS, log_weight_chunks
 from ppl_dgm.validation import prepare_data
 
 THRESHOLDS = (0.5, 0.7, 1.0)
@@ -79,12 +78,8 @@ def _check_model(model: GenerativeModel, num_samples: int) -> None:
 
 def _log_weights(model: GenerativeModel, part: dict[str, torch.Tensor], num_samples: int) -> torch.Tensor:
     """Log weights ``(N, K)`` (float64, nats) of the examples in ``part``, in chunks of particles."""
-    x = part[X]
-    context = {k: v for k, v in part.items() if k != X}
-    chunk = max(1, min(num_samples, ROWS_PER_PASS // x.shape[0]))
     pieces = []
-    for start in range(0, num_samples, chunk):
-        weights = log_importance_weights(model, x, min(chunk, num_samples - start), context)
+    for weights in log_weight_chunks(model, part, num_samples):
         if weights.global_latents:
             raise ValueError(f"psis_diagnostic needs latents local to plate {DATA!r}; the guide has global latents "
                              f"{', '.join(weights.global_latents)} (check those with sbc or NUTS instead)")

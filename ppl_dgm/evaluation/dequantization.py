@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyro import poutine
 
-from ppl_dgm.sites import DATA, X
+from ppl_dgm.lazy import trace_story
+from ppl_dgm.sites import X
 
 
 def needs_dequantization(model: Any, x: torch.Tensor, context: dict[str, torch.Tensor] | None = None) -> bool:
@@ -26,14 +26,10 @@ def needs_dequantization(model: Any, x: torch.Tensor, context: dict[str, torch.T
     return not observed_support_is_discrete(model, x, context)
 
 
-@torch.no_grad()
 def observed_support_is_discrete(model: Any, x: torch.Tensor, context: dict[str, torch.Tensor] | None = None) -> bool:
-    """Whether the distribution at the story's observed site ``"x"`` has a discrete support."""
-    context = context or {}
-    trace = poutine.trace(model.model).get_trace(x, **context)  # the model alone: latents from the prior
-    if X not in trace.nodes:
-        raise ValueError(f"{type(model).__name__}'s model has no observed site {X!r}; observe the data with "
-                         f"pyro.sample({X!r}, ..., obs=x) inside pyro.plate({DATA!r}, N)")
+    """Whether the distribution at the story's observed site ``"x"`` has a discrete support (one run of
+    the model alone, its latents drawn from the prior)."""
+    _, trace = trace_story(model, {X: x, **(context or {})}, use_guide=False)
     return bool(trace.nodes[X]["fn"].support.is_discrete)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,13 +13,9 @@ import torch
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.evaluation.posterior import (
-    global_latent_sites,
-    guide_global_values,
-    per_example_guide_sites,
-    posterior_draws,
-)
-from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.evaluation.posterior import draw_at, per_example_guide_sites, posterior_draws
+from ppl_dgm.evaluation.traces import LogWeights, log_importance_weights
+from ppl_dgm.sites import context_of
 from ppl_dgm.validation import prepare_data
 
 ROWS_PER_PASS = 2**15
@@ -93,34 +89,37 @@ class LogLikelihood:
         }
 
 
-def _importance_weighted(model: GenerativeModel, batch: dict[str, torch.Tensor], num_samples: int,
-                         draws: dict[str, torch.Tensor] | None = None, use_guide: bool = True
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log mean_k w_k`` and ``mean_k log w_k`` per example (float64), over ``num_samples`` weights.
-
-    Without ``draws`` the weights come in particle chunks (each chunk shares one draw of any global
-    latent from the guide, so global latents need one particle per chunk: see `log_likelihood`); with
-    ``draws`` (site -> ``(S, ...)``) each chunk holds the global sites at one draw; ``use_guide=False``
-    draws the local latents from the prior instead of the guide.
-    """
-    x = batch[X]
-    context = {k: v for k, v in batch.items() if k != X}
+def log_weight_chunks(model: GenerativeModel, batch: Mapping[str, torch.Tensor], num_samples: int,
+                      given: Mapping[str, torch.Tensor] | None = None, use_guide: bool = True) -> Iterator[LogWeights]:
+    """`log_importance_weights` of ``batch`` with ``num_samples`` particles per example, in chunks of
+    particles that keep each pass near `ROWS_PER_PASS` rows (each chunk one draw of any global latent)."""
+    x, context = batch[X], context_of(batch)
     chunk = max(1, min(num_samples, ROWS_PER_PASS // x.shape[0]))
-    if draws is None:
-        passes = [(min(chunk, num_samples - start), None) for start in range(0, num_samples, chunk)]
-    else:
-        count = len(next(iter(draws.values())))
-        passes = [(num_samples, {name: value[s] for name, value in draws.items()}) for s in range(count)]
-    log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-    sum_log = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for start in range(0, num_samples, chunk):
+        yield log_importance_weights(model, x, min(chunk, num_samples - start), context, given=given,
+                                     use_guide=use_guide)
+
+
+def _average(log_weights: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log mean_k w_k`` and ``mean_k log w_k`` per example (float64) over chunks of log weights ``(k, N)``."""
+    log_sum = sum_log = None
     total = 0
-    for particles, given in passes:
-        weights = log_importance_weights(model, x, particles, context, given=given, use_guide=use_guide)
-        local = weights.local.double()
-        log_sum = torch.logaddexp(log_sum, torch.logsumexp(local, 0))
-        sum_log += local.sum(0)
-        total += particles
+    for chunk in log_weights:
+        chunk = chunk.double()
+        log_total = torch.logsumexp(chunk, 0)
+        log_sum = log_total if log_sum is None else torch.logaddexp(log_sum, log_total)
+        sum_log = chunk.sum(0) if sum_log is None else sum_log + chunk.sum(0)
+        total += chunk.shape[0]
     return log_sum - math.log(total), sum_log / total
+
+
+def importance_weighted(model: GenerativeModel, batch: Mapping[str, torch.Tensor], num_samples: int,
+                        given: Mapping[str, torch.Tensor] | None = None, use_guide: bool = True
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log mean_k w_k`` (the importance-weighted estimate of ``log p(x_n)``, or of ``log p(x_n | theta)``
+    with the global sites ``given``) and ``mean_k log w_k`` (the ELBO), per example, float64, nats.
+    ``use_guide=False`` draws the local latents from the prior instead of the guide."""
+    return _average(w.local for w in log_weight_chunks(model, batch, num_samples, given, use_guide))
 
 
 @dataclass(frozen=True)
@@ -144,13 +143,12 @@ def _plan(model: GenerativeModel, batch: dict[str, torch.Tensor], posterior: Any
     if posterior is not None or per_example:  # fixed draws; a per-example guide only supplies the global ones
         draws = _flat(posterior_draws(model, batch, posterior, num_samples))
         return _Plan(draws, not per_example, "predictive", len(next(iter(draws.values()))) if draws else 1)
-    sites = global_latent_sites(model, batch)
-    missing = sorted(set(sites) - set(guide_global_values(model, batch)))
-    if missing:
-        raise ValueError(f"{type(model).__name__} has global latent site(s) {', '.join(missing)} that its guide does "
-                         "not sample; pass posterior= (a NUTS run) to score held-out data by the posterior predictive")
     one = {k: v[:1] for k, v in batch.items()}
-    probe = log_importance_weights(model, one[X], 1, {k: v for k, v in one.items() if k != X})
+    probe = log_importance_weights(model, one[X], 1, context_of(one))
+    if probe.prior_globals:
+        raise ValueError(f"{type(model).__name__} has global latent site(s) {', '.join(sorted(probe.prior_globals))} "
+                         "that its guide does not sample; pass posterior= (a NUTS run) to score held-out data by "
+                         "the posterior predictive")
     if probe.global_latents:
         return _Plan(None, True, "predictive", num_samples)
     if probe.proposals <= {"enumerated"}:  # nothing is sampled: one pass is the exact value
@@ -207,7 +205,7 @@ def log_likelihood(
     batch = prepare_data(data, model, "data", model.device, model.dtype)
     x = batch[X]
     if dequantize is None:
-        dequantize = needs_dequantization(model, x, {k: v for k, v in batch.items() if k != X})
+        dequantize = needs_dequantization(model, x, context_of(batch))
     exact = likelihood == "exact" and posterior is None
     devices = [x.device] if x.device.type == "cuda" else []
     was_training = model.training
@@ -224,15 +222,12 @@ def log_likelihood(
             if dequantize:
                 part[X] = add_uniform_noise(part[X])
             if exact:
-                context = {k: v for k, v in part.items() if k != X}
-                scores.append(model.log_prob(part[X], **context).double())
+                scores.append(model.log_prob(part[X], **context_of(part)).double())
                 continue
-            if plan.draws is not None:
-                score, elbo = _importance_weighted(model, part, samples_per_draw, plan.draws, plan.use_guide)
-            elif plan.kind == "predictive":
-                score, elbo = _predictive(model, part, plan.num_samples, samples_per_draw)
+            if plan.kind == "predictive":
+                score, elbo = _predictive(model, part, plan, samples_per_draw)
             else:
-                score, elbo = _importance_weighted(model, part, plan.num_samples)
+                score, elbo = importance_weighted(model, part, plan.num_samples)
             scores.append(score)
             elbos.append(elbo)
     model.train(was_training)
@@ -245,18 +240,15 @@ def log_likelihood(
     )
 
 
-def _predictive(model: GenerativeModel, batch: dict[str, torch.Tensor], num_draws: int, samples_per_draw: int
+def _predictive(model: GenerativeModel, batch: dict[str, torch.Tensor], plan: _Plan, samples_per_draw: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log (1/S) sum_s p_hat(x_n | theta_s)`` and the mean log-weight, per example (float64), with
-    ``theta_s`` drawn from the guide: each pass is one draw with ``samples_per_draw`` local importance
-    samples, and all ``S * K`` weights are averaged in log space."""
-    x = batch[X]
-    context = {k: v for k, v in batch.items() if k != X}
-    log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-    sum_log = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for _ in range(num_draws):
-        local = log_importance_weights(model, x, samples_per_draw, context).local.double()
-        log_sum = torch.logaddexp(log_sum, torch.logsumexp(local, 0))
-        sum_log += local.sum(0)
-    total = num_draws * samples_per_draw
-    return log_sum - math.log(total), sum_log / total
+    """``log (1/S) sum_s p_hat(x_n | theta_s)`` and the mean log-weight, per example (float64): the
+    ``samples_per_draw`` local importance weights of every draw ``theta_s`` (from the guide, one per
+    pass, or the plan's fixed draws) averaged in log space."""
+    if plan.draws is None:
+        x, context = batch[X], context_of(batch)
+        weights = (log_importance_weights(model, x, samples_per_draw, context).local for _ in range(plan.num_samples))
+    else:
+        weights = (w.local for s in range(plan.num_samples)
+                   for w in log_weight_chunks(model, batch, samples_per_draw, draw_at(plan.draws, s), plan.use_guide))
+    return _average(weights)

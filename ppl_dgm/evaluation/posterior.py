@@ -10,14 +10,10 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoGuide, AutoGuideList
 
 from ppl_dgm.evaluation.traces import in_data_plate, is_latent
-from ppl_dgm.lazy import PROTOTYPE
-from ppl_dgm.sites import X
+from ppl_dgm.lazy import PROTOTYPE, trace_story
+from ppl_dgm.sites import X, context_of
 
 DRAWS_FOR_A_MEDIAN = 201
-
-
-def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != X}
 
 
 def latent_sites(model: Any, batch: Mapping[str, torch.Tensor], use_guide: bool = True
@@ -25,10 +21,7 @@ def latent_sites(model: Any, batch: Mapping[str, torch.Tensor], use_guide: bool 
     """The model's latent sample sites ``(global, local)`` (name -> trace site), outside and inside
     plate ``"data"``, in one run of the model replayed against its guide on ``batch`` (with
     ``use_guide=False``: the model alone, every latent drawn from its prior)."""
-    with torch.no_grad():
-        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **_context(batch)) if use_guide else None
-        story = poutine.replay(model.model, trace=guide_trace) if use_guide else model.model
-        trace = poutine.trace(story).get_trace(batch[X], **_context(batch))
+    _, trace = trace_story(model, batch, use_guide)
     latent = {name: site for name, site in trace.nodes.items() if is_latent(site)}
     return ({name: site for name, site in latent.items() if not in_data_plate(site)},
             {name: site for name, site in latent.items() if in_data_plate(site)})
@@ -60,7 +53,7 @@ def guide_global_values(model: Any, batch: Mapping[str, torch.Tensor]) -> dict[s
     """Values of the guide's latent sites outside plate ``"data"`` in one run of the guide (auxiliary
     sites, such as an autoguide's unconstrained draws, left out)."""
     with torch.no_grad():
-        trace = poutine.trace(model.guide).get_trace(batch[X], **_context(batch))
+        trace = poutine.trace(model.guide).get_trace(batch[X], **context_of(batch))
     return {name: site["value"].detach() for name, site in trace.nodes.items()
             if is_latent(site) and not in_data_plate(site) and not site["infer"].get("is_auxiliary")}
 
@@ -83,7 +76,7 @@ def autoguide_medians(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if not guides:
         return {}
     batch = prototype_batch(model) or {}
-    args, kwargs = ((batch[X],), _context(batch)) if X in batch else ((), {})
+    args, kwargs = ((batch[X],), context_of(batch)) if X in batch else ((), {})
     local = set(latent_sites(model, batch)[1]) if batch else None  # the story's own view (plates renamed)
     medians: dict[str, torch.Tensor] = {}
     for guide in guides:
@@ -97,6 +90,11 @@ def autoguide_medians(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             if site is not None and not (name in local if local is not None else in_data_plate(site)):
                 medians[name] = value.detach()
     return medians
+
+
+def draw_at(draws: Mapping[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    """Draw ``index`` of stacked draws (site -> ``(S, ...)``): site -> value."""
+    return {name: value[index] for name, value in draws.items()}
 
 
 def draws_from_guide(model: Any, batch: Mapping[str, torch.Tensor], num_draws: int) -> dict[str, torch.Tensor]:

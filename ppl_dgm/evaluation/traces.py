@@ -39,6 +39,7 @@ class LogWeights(NamedTuple):
         proposals: how the local latents were handled: ``"guide"`` (drawn from the guide),
             ``"prior"`` (model sites the guide lacks, drawn from the prior), ``"enumerated"``
             (discrete sites marked for enumeration, summed out exactly); empty without local latents.
+        prior_globals: the model's latent sites outside the plate that the guide does not sample.
     """
 
     local: torch.Tensor
@@ -46,6 +47,7 @@ class LogWeights(NamedTuple):
     global_latents: tuple[str, ...]
     not_reparameterized: tuple[str, ...]
     proposals: frozenset[str] = frozenset()
+    prior_globals: tuple[str, ...] = ()
 
 
 def in_data_plate(site: dict) -> bool:
@@ -62,6 +64,11 @@ def is_latent(site: dict) -> bool:
 def is_enumerated(site: dict) -> bool:
     """A latent site marked for enumeration (``infer={"enumerate": "parallel"}``)."""
     return is_latent(site) and site["infer"].get("enumerate") == "parallel"
+
+
+def enumerated_sites(guide_trace: Trace, model_trace: Trace) -> list[str]:
+    """The model's sites marked for enumeration that the guide does not sample (summed out exactly)."""
+    return [name for name, site in model_trace.nodes.items() if is_enumerated(site) and name not in guide_trace.nodes]
 
 
 def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False, skip: frozenset[str] = frozenset()
@@ -180,8 +187,7 @@ def log_importance_weights(
     _check_guide_sites(model, guide_trace, model_trace)
     from_prior = frozenset(name for name, site in model_trace.nodes.items()
                            if is_latent(site) and name not in guide_trace.nodes and not is_enumerated(site))
-    enumerated = [name for name, site in model_trace.nodes.items()
-                  if is_enumerated(site) and name not in guide_trace.nodes]
+    enumerated = enumerated_sites(guide_trace, model_trace)
     rows = num_particles * n
     if enumerated:
         nesting = getattr(model, "max_plate_nesting", None) or plate_nesting(model_trace)
@@ -204,6 +210,7 @@ def log_importance_weights(
             if is_latent(site) and not site["fn"].has_rsample
         ),
         proposals,
+        tuple(name for name in from_prior if not in_data_plate(model_trace.nodes[name])),
     )
 
 

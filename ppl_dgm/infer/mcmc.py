@@ -16,6 +16,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.posterior import global_latent_sites, guide_global_values
 from ppl_dgm.lazy import initialize_parameters
+from ppl_dgm.sites import context_of
 from ppl_dgm.validation import prepare_data
 
 
@@ -54,7 +55,7 @@ def _start(model: GenerativeModel, batch: Mapping[str, torch.Tensor]) -> dict[st
 def _jittered(model: GenerativeModel, batch: Mapping[str, torch.Tensor], start: dict[str, torch.Tensor],
               jitter: float) -> dict[str, torch.Tensor]:
     """``start`` moved by ``N(0, jitter^2)`` in each site's unconstrained space."""
-    context = {k: v for k, v in batch.items() if k != X}
+    context = context_of(batch)
     trace = poutine.trace(poutine.condition(model.model, data=start)).get_trace(batch[X], **context)
     moved = {}
     for name, value in start.items():
@@ -104,7 +105,7 @@ def nuts(
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     batch = prepare_data(data, model, "data", model.device, model.dtype)
-    context = {k: v for k, v in batch.items() if k != X}
+    context = context_of(batch)
     model.setup(batch[X], **context)
     initialize_parameters(model, batch)
     start = _start(model, batch)

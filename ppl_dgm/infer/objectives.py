@@ -9,11 +9,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyro.infer
 import torch
-from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
-from ppl_dgm.evaluation.traces import is_enumerated, log_importance_weights
-from ppl_dgm.sites import DATA, X
+from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.sites import DATA, X, context_of
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -25,10 +24,6 @@ class Objective(Protocol):
     (``batch["x"]`` has shape ``(B, ...)``; other keys are passed to model and guide)."""
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor: ...
-
-
-def _context(batch: Batch) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != X}
 
 
 def _require_reparameterized(names: tuple[str, ...]) -> None:
@@ -54,7 +49,7 @@ class ELBO:
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
         x = batch[X]
-        weights = log_importance_weights(model, x, self.num_particles, _context(batch), scaled=True)
+        weights = log_importance_weights(model, x, self.num_particles, context_of(batch), scaled=True)
         _require_reparameterized(weights.not_reparameterized)
         return -(dataset_size / x.shape[0] * weights.local.mean(0).sum() + weights.global_)
 
@@ -75,7 +70,7 @@ class RenyiELBO:
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
         x = batch[X]
-        weights = log_importance_weights(model, x, self.num_particles, _context(batch), scaled=True)
+        weights = log_importance_weights(model, x, self.num_particles, context_of(batch), scaled=True)
         _require_reparameterized(weights.not_reparameterized)
         if weights.global_latents:
             raise ValueError(
@@ -119,17 +114,8 @@ class PyroObjective:
         with warnings.catch_warnings():  # states summed out inside a distribution (DiscreteHMM) are fine
             warnings.filterwarnings("ignore", message=".*found no sample sites configured for enumeration")
             if not torch.is_grad_enabled():
-                return torch.as_tensor(self.elbo.loss(*args, **_context(batch)))
-            return self.elbo.differentiable_loss(*args, **_context(batch))
-
-
-def has_enumerated_sites(model: Any, batch: Batch) -> bool:
-    """Whether the model marks latent sites the guide does not sample for enumeration (one run on ``batch``)."""
-    context = _context(batch)
-    with torch.no_grad(), pyro.validation_enabled(False):
-        guide_trace = poutine.trace(model.guide).get_trace(batch[X], **context)
-        trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch[X], **context)
-    return any(is_enumerated(site) and name not in guide_trace.nodes for name, site in trace.nodes.items())
+                return torch.as_tensor(self.elbo.loss(*args, **context_of(batch)))
+            return self.elbo.differentiable_loss(*args, **context_of(batch))
 
 
 def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,

@@ -18,8 +18,10 @@ from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.evaluation.posterior import per_example_guide_sites
-from ppl_dgm.infer.objectives import ELBO, Objective, has_enumerated_sites, make_objective
+from ppl_dgm.evaluation.traces import enumerated_sites
+from ppl_dgm.infer.objectives import ELBO, Objective, make_objective
 from ppl_dgm.lazy import initialize_parameters, trim_prototype
+from ppl_dgm.sites import context_of
 from ppl_dgm.validation import prepare_data
 
 
@@ -152,22 +154,20 @@ def fit(
     dtype = model.dtype
     train = prepare_data(data, model, "data", device, dtype)
     valid = prepare_data(val, model, "val", device, dtype) if val is not None else None
-    context = {k: v for k, v in train.items() if k != X}
+    context = context_of(train)
     if seed is not None:
         pyro.set_rng_seed(seed)
-    set_up = False
     if dequantize is None and model.capabilities.data is None:  # a run of the story tells mass from density
         model.setup(train[X], **context)
-        set_up = True
         first = _rows(train, slice(0, batch_size), False)
-        dequantize = needs_dequantization(model, first[X], {k: v for k, v in first.items() if k != X})
-    elif dequantize is None:
-        dequantize = needs_dequantization(model, train[X])
-    if not set_up:
+        dequantize = needs_dequantization(model, first[X], context_of(first))
+    else:
+        if dequantize is None:
+            dequantize = needs_dequantization(model, train[X])
         model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **context)
-    initialize_parameters(model, _rows(train, slice(0, batch_size), dequantize))
+    guide_trace, model_trace = initialize_parameters(model, _rows(train, slice(0, batch_size), dequantize))
     shuffle = _check_per_example_guide(model, train[X].shape[0], batch_size, valid is not None)
-    if isinstance(loss_fn, ELBO) and has_enumerated_sites(model, _rows(train, slice(0, 1), dequantize)):
+    if isinstance(loss_fn, ELBO) and enumerated_sites(guide_trace, model_trace):
         loss_fn = make_objective(objective, num_particles, alpha, model, enumerate_discrete=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
