@@ -12,7 +12,10 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from ppl_dgm.lazy import in_module_scope, load_lazy_state
+from ppl_dgm.posterior import autoguide_medians
 from ppl_dgm.sites import DATA, X, Z
+from ppl_dgm.traces import log_importance_weights
+from ppl_dgm.validation import check_tensor
 
 ASSIGNED_GUIDE = "assigned_guide"
 """Attribute under which ``self.guide = <callable>`` keeps the guide (an autoguide is a submodule there)."""
@@ -120,8 +123,6 @@ class GenerativeModel(PyroModule):
         """Values of the story's global sample sites at the fitted parameters (what `draw` uses):
         the median of each autoguide the model holds. Empty for models whose parameters are plain
         tensors, not sites; models with a point of their own override it."""
-        from ppl_dgm.evaluation.posterior import autoguide_medians
-
         return autoguide_medians(self)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -144,8 +145,6 @@ class GenerativeModel(PyroModule):
         The default checks the shape against `event_shape` (when set) and
         finiteness; subclasses add support checks for their likelihood.
         """
-        from ppl_dgm.validation import check_tensor
-
         check_tensor(x, "x", event_shape=self.event_shape or None)
 
     @property
@@ -177,6 +176,4 @@ class GenerativeModel(PyroModule):
                 f"{type(self).__name__} has no exact log_prob (likelihood="
                 f"{self.capabilities.likelihood!r}); use ppl_dgm.log_likelihood"
             )
-        from ppl_dgm.evaluation.traces import log_importance_weights
-
         return log_importance_weights(self, x, num_particles=1, context=ctx).local[0]

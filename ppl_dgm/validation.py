@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ppl_dgm.core import X
+from ppl_dgm.sites import X
 
 
 def check_tensor(

@@ -371,7 +371,7 @@ def test_per_example_guides_score_by_the_prior_of_the_local_latents(guide):
     assert set(model.point_estimate()) == {"mu"}  # the story's plate is "rows": z is local all the same
     assert ppl_dgm.draw(model, 3).shape == (3,)
     held_out = torch.tensor([-1.3, 0.4, 2.2, 3.9])  # another number of rows than the guide was fitted to
-    draws = ppl_dgm.evaluation.posterior.posterior_draws(model, {"x": held_out}, num_draws=4000)["mu"].reshape(-1)
+    draws = ppl_dgm.posterior.posterior_draws(model, {"x": held_out}, num_draws=4000)["mu"].reshape(-1)
     exact = torch.logsumexp(dist.Normal(draws[:, None], 2**0.5).log_prob(held_out).double(), 0) - np.log(4000)
     result = ppl_dgm.log_likelihood(model, held_out, num_samples=4000)
     assert result.kind == "predictive"

@@ -12,9 +12,9 @@ from pyro import poutine
 import ppl_dgm
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.evaluation import log_importance_weights
-from ppl_dgm.evaluation.traces import in_data_plate, is_latent
 from ppl_dgm.infer import make_objective
 from ppl_dgm.models import get_model_class, list_models
+from ppl_dgm.traces import in_data_plate, is_latent
 
 # Small configurations of every registered model, with the data set it is checked on.
 CASES = {

@@ -13,7 +13,8 @@ from sklearn.base import clone
 
 import ppl_dgm
 from ppl_dgm.models import HMM
-from ppl_dgm.models import hmm_inference as kernels
+from ppl_dgm.models.classical.hmm import inference as kernels
+from ppl_dgm.models.classical.hmm import padding
 
 TYPES = ["full", "tied", "diag", "spherical"]
 NEUTRAL = dict(covars_prior=0.0, covars_weight=1.0, means_weight=0.0, startprob_prior=1.0, transmat_prior=1.0)
@@ -285,9 +286,9 @@ def test_chunked_forward_backward_equals_step_by_step(chunk):
     rows = torch.randn(sum(lengths), k, dtype=torch.float64) * 20  # emissions up to e^-100 apart
     results = []
     for size in (max(lengths), chunk):
-        layout = kernels.make_layout(lengths, torch.device("cpu"), chunk=size)
-        result = kernels.forward_backward(startprob, transmat, kernels.to_layout(rows, layout), layout)
-        results.append((result.log_likelihood, kernels.from_layout(result.gamma, layout), result.xi_sum))
+        layout = padding.make_layout(lengths, torch.device("cpu"), chunk=size)
+        result = kernels.forward_backward(startprob, transmat, padding.to_layout(rows, layout), layout)
+        results.append((result.log_likelihood, padding.from_layout(result.gamma, layout), result.xi_sum))
     for sequential, chunked in zip(*results, strict=True):
         torch.testing.assert_close(chunked, sequential, rtol=1e-10, atol=1e-12)
 

@@ -2,12 +2,15 @@
 
 import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import ppl_dgm
 from ppl_dgm import io
+from ppl_dgm.datasets import load_dataset
 from ppl_dgm.models import VAE
 
 from helpers import LinearGaussian
@@ -84,3 +87,18 @@ def test_non_json_constructor_arguments_are_a_clear_error(tmp_path):
 
     with pytest.raises(TypeError, match="JSON-serializable"):
         io.save(Odd(thing=object()), tmp_path)
+
+
+# Checkpoints written by ppl_dgm 0.1 before the zoo moved into one subpackage per family
+# (``ppl_dgm.models.hmm`` -> ``ppl_dgm.models.classical.hmm``, ...), with the scores they gave then.
+OLD_CHECKPOINTS = Path(__file__).parent / "data" / "checkpoints_0.1"
+
+
+@pytest.mark.parametrize("name", ["gmm", "hmm", "hmm_svi", "ppca", "vae"])
+def test_checkpoints_written_before_the_move_still_load(name):
+    reference = json.loads((OLD_CHECKPOINTS / "scores.json").read_text())[name]
+    model = ppl_dgm.load(OLD_CHECKPOINTS / name)
+    data = "digits_sequence" if name.startswith("hmm") else "digits"
+    x = load_dataset(data, "train").x[:5]
+    scores = ppl_dgm.log_likelihood(model, x, num_samples=10, seed=0).per_sample
+    np.testing.assert_allclose(scores.numpy(), reference, rtol=1e-9)

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 import ppl_dgm
 from ppl_dgm.evaluation import log_importance_weights
 from ppl_dgm.models import PPCA
-from ppl_dgm.models.ppca import marginal_log_prob
+from ppl_dgm.models.classical.ppca import marginal_log_prob
 
 Q = 2
 

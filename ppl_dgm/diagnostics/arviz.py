@@ -13,9 +13,9 @@ import torch
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.diagnostics.predictive import DRAWS_PER_PASS, posterior_predictive
 from ppl_dgm.evaluation.likelihood import importance_weighted
-from ppl_dgm.evaluation.posterior import draw_at, per_example_guide_sites, posterior_draws
-from ppl_dgm.evaluation.traces import log_importance_weights
+from ppl_dgm.posterior import draw_at, per_example_guide_sites, posterior_draws
 from ppl_dgm.sites import context_of
+from ppl_dgm.traces import log_importance_weights
 from ppl_dgm.validation import prepare_data
 
 EXAMPLE_DIM = "example"

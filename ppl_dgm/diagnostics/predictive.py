@@ -10,9 +10,9 @@ import pyro
 import torch
 from pyro import poutine
 
-from ppl_dgm.evaluation.posterior import draw_at
-from ppl_dgm.evaluation.traces import is_latent, plate_nesting
+from ppl_dgm.posterior import draw_at
 from ppl_dgm.sites import X, context_of
+from ppl_dgm.traces import is_latent, plate_nesting
 
 DRAWS_PER_PASS = 256
 """Posterior draws pushed through the story at once."""

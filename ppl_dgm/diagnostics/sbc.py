@@ -16,10 +16,10 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from ppl_dgm.core import DATA, GenerativeModel, X
-from ppl_dgm.evaluation.posterior import posterior_draws
-from ppl_dgm.evaluation.traces import in_data_plate, is_latent
 from ppl_dgm.infer.mcmc import nuts
 from ppl_dgm.infer.svi import fit
+from ppl_dgm.posterior import posterior_draws
+from ppl_dgm.traces import in_data_plate, is_latent
 
 Engine = Callable[[GenerativeModel, dict[str, torch.Tensor], int], Mapping[str, torch.Tensor]]
 """``infer(model, data, num_draws) -> {site: tensor (num_draws, *site_shape)}``: posterior draws of the
@@ -258,7 +258,7 @@ def svi_engine(**fit_kwargs: Any) -> Engine:
 
     Returns:
         ``infer(model, data, S)``: fits ``model`` in place on ``data`` (``{"x": x, **context}``),
-        then runs the guide ``S`` times (`ppl_dgm.evaluation.posterior.posterior_draws`); draws of each
+        then runs the guide ``S`` times (`ppl_dgm.posterior.posterior_draws`); draws of each
         global site, shape ``(S, *site_shape)``.
     """
 

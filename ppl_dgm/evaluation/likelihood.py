@@ -13,9 +13,9 @@ import torch
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.evaluation.posterior import draw_at, per_example_guide_sites, posterior_draws
-from ppl_dgm.evaluation.traces import LogWeights, log_importance_weights
+from ppl_dgm.posterior import draw_at, per_example_guide_sites, posterior_draws
 from ppl_dgm.sites import context_of
+from ppl_dgm.traces import LogWeights, log_importance_weights
 from ppl_dgm.validation import prepare_data
 
 ROWS_PER_PASS = 2**15

@@ -17,7 +17,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from torch import nn
 
-from ppl_dgm.evaluation.traces import in_data_plate, is_latent
+from ppl_dgm.traces import in_data_plate, is_latent
 
 GuideKind = Literal["map", "normal"]
 INIT_SCALE = 0.01

@@ -14,8 +14,8 @@ from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 from ppl_dgm.core import GenerativeModel, X
-from ppl_dgm.evaluation.posterior import global_latent_sites, guide_global_values
 from ppl_dgm.lazy import initialize_parameters
+from ppl_dgm.posterior import global_latent_sites, guide_global_values
 from ppl_dgm.sites import context_of
 from ppl_dgm.validation import prepare_data
 

@@ -11,8 +11,8 @@ import pyro.infer
 import torch
 from pyro.poutine.messenger import Messenger
 
-from ppl_dgm.evaluation.traces import log_importance_weights
 from ppl_dgm.sites import DATA, X, context_of
+from ppl_dgm.traces import log_importance_weights
 
 Batch = Mapping[str, torch.Tensor]
 

@@ -14,14 +14,15 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ppl_dgm import io
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.evaluation.posterior import per_example_guide_sites
-from ppl_dgm.evaluation.traces import enumerated_sites
 from ppl_dgm.infer.objectives import ELBO, Objective, make_objective
 from ppl_dgm.lazy import initialize_parameters, trim_prototype
+from ppl_dgm.posterior import per_example_guide_sites
 from ppl_dgm.sites import context_of
+from ppl_dgm.traces import enumerated_sites
 from ppl_dgm.validation import prepare_data
 
 
@@ -89,6 +90,8 @@ def fit(
     epochs: int = 100,
     batch_size: int = 100,
     lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = None,
     objective: str | Objective | pyro.infer.ELBO = "elbo",
     num_particles: int | None = None,
     alpha: float = 0.5,
@@ -116,6 +119,8 @@ def fit(
         epochs: total number of passes over ``data`` (resumed epochs count).
         batch_size: rows per step.
         lr: Adam learning rate.
+        weight_decay: decoupled weight decay (AdamW); 0 is plain Adam.
+        max_grad_norm: clip the total gradient norm of a step to this value (``None``: no clipping).
         objective: ``"elbo"``, ``"iwae"``, ``"renyi"``, any ``pyro.infer.ELBO``, or an
             `Objective`.
         num_particles: guide samples per example (default 1 for the ELBO, 5 otherwise).
@@ -139,13 +144,13 @@ def fit(
         NonFiniteLossError: a loss or gradient became NaN/inf; names the epoch and step. The
             model keeps the parameters of the last good step.
     """
-    from ppl_dgm import io
-
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_positive(lr=lr, patience=patience, checkpoint_every=checkpoint_every)
+    _check_positive(lr=lr, patience=patience, checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
     loss_fn = make_objective(objective, num_particles, alpha, model)
@@ -173,7 +178,7 @@ def fit(
     if not params:
         raise ValueError(f"{type(model).__name__} has no parameters to fit: neither the model nor the guide holds "
                          "an nn.Parameter, a pyro.param or an autoguide")
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     result = FitResult()
     if resume:
         io.load_weights(model, checkpoint_dir)
@@ -194,7 +199,8 @@ def fit(
     with pyro.validation_enabled(False):
         for epoch in bar:
             result.train_loss.append(
-                _train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch, dequantize, shuffle)
+                _train_epoch(model, loss_fn, optimizer, params, train, batch_size, epoch, dequantize, shuffle,
+                             max_grad_norm)
             )
             result.epochs_run = epoch + 1
             if valid is not None:
@@ -266,7 +272,7 @@ def _check_per_example_guide(model: GenerativeModel, n: int, batch_size: int, va
 
 def _train_epoch(model: GenerativeModel, loss_fn: Objective, optimizer: torch.optim.Optimizer,
                  params: list[torch.Tensor], train: dict[str, torch.Tensor], batch_size: int,
-                 epoch: int, dequantize: bool, shuffle: bool = True) -> float:
+                 epoch: int, dequantize: bool, shuffle: bool = True, max_grad_norm: float | None = None) -> float:
     """One pass over ``train`` (shuffled unless told otherwise); returns the mean loss in nats per example."""
     n = train[X].shape[0]
     total = 0.0
@@ -283,6 +289,8 @@ def _train_epoch(model: GenerativeModel, loss_fn: Objective, optimizer: torch.op
                 f"non-finite {what} at epoch {epoch}, step {step}; "
                 "the model keeps the parameters of the last good step"
             )
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         total += value
     return total / (step + 1) / n

@@ -18,8 +18,8 @@ from sklearn.utils import check_random_state
 from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.infer.guides import GuideKind
-from ppl_dgm.models import gaussian
-from ppl_dgm.models.estimator import Estimator, fitted_attribute, to_numpy
+from ppl_dgm.models.classical import gaussian
+from ppl_dgm.models.classical.estimator import Estimator, fitted_attribute, to_numpy
 from ppl_dgm.models.registry import register_model
 
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]

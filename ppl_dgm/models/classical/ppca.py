@@ -17,7 +17,7 @@ from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.core import Z as Z_SITE
 from ppl_dgm.infer.guides import GuideKind
-from ppl_dgm.models.estimator import Estimator, fitted_attribute, to_numpy
+from ppl_dgm.models.classical.estimator import Estimator, fitted_attribute, to_numpy
 from ppl_dgm.models.registry import register_model
 
 Method = Literal["closed_form", "em"]

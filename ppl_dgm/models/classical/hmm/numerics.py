@@ -1,37 +1,18 @@
-"""The HMM's emission arithmetic as hmmlearn does it: Gaussian log-densities, the covariance
-M-step with its priors, jittered Cholesky factors, checks of user-set covariances."""
+"""hmmlearn's numerics, reproduced in torch: rows normalized to sum to one, the covariance M-step with
+its priors, jittered Cholesky factors, checks of user-set covariances."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
-from ppl_dgm.models import gaussian
+from ppl_dgm.models.classical import gaussian
 
 
 def normalize_rows(value: torch.Tensor) -> torch.Tensor:
     """hmmlearn's ``normalize(a, axis=1)``: rows summing to zero stay zero."""
     total = value.sum(-1, keepdim=True)
     return value / torch.where(total == 0, torch.ones_like(total), total)
-
-
-def gaussian_log_frame(data: dict[str, torch.Tensor], means: torch.Tensor, covars: torch.Tensor,
-                       covariance_type: str, out: torch.Tensor) -> torch.Tensor:
-    """Gaussian emission log-densities of prepared rows into ``out`` ``(rows, K)``, as hmmlearn computes
-    them (variances floored at the smallest normal float; a failed Cholesky factor retried with ``1e-7``
-    on the diagonal). ``data["z"]`` is ``[x, x^2, 1]`` (diag/spherical: one matrix product) and
-    ``data["x"]`` the rows (full/tied)."""
-    if covariance_type in ("full", "tied"):
-        return out.copy_(gaussian.log_gaussian_prob(data["x"], means, precision_cholesky(covars), covariance_type))
-    d = means.shape[1]
-    var = covars.clamp_min(torch.finfo(torch.float64).tiny)
-    var = var if covariance_type == "diag" else var.unsqueeze(1).expand(-1, d)
-    precision = var.reciprocal()
-    constant = -0.5 * (d * math.log(2 * math.pi) + var.log().sum(1) + (means * means * precision).sum(1))
-    weights = torch.cat([(means * precision).T, -0.5 * precision.T, constant.unsqueeze(0)])
-    return torch.mm(data["z"], weights, out=out)
 
 
 def covariance_update(covariance_type: str, gamma: torch.Tensor, second: torch.Tensor, post: torch.Tensor,

@@ -9,9 +9,9 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide import AutoGuide, AutoGuideList
 
-from ppl_dgm.evaluation.traces import in_data_plate, is_latent
 from ppl_dgm.lazy import PROTOTYPE, trace_story
 from ppl_dgm.sites import X, context_of
+from ppl_dgm.traces import in_data_plate, is_latent
 
 DRAWS_FOR_A_MEDIAN = 201
 

@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 from ppl_dgm.core import GenerativeModel
 from ppl_dgm.infer.guides import GlobalGuide, GuideKind
 from ppl_dgm.lazy import PROTOTYPE
-from ppl_dgm.validation import check_device
+from ppl_dgm.validation import check_device, check_tensor
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:
@@ -157,8 +157,6 @@ class Estimator(GenerativeModel):
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is finite rows ``(N, D)`` of the fitted width."""
-        from ppl_dgm.validation import check_tensor
-
         check_tensor(x, "x", event_shape=self.event_shape or None)
         if x.dim() != 2:
             raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")

@@ -1,0 +1,164 @@
+"""What the ``ppl-dgm`` commands share: run-directory files, argument types, loading data and runs."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from ppl_dgm import io, plots
+from ppl_dgm.core import draw
+from ppl_dgm.datasets import dataset_info, load_dataset
+from ppl_dgm.evaluation import log_likelihood
+from ppl_dgm.models import get_model_class
+from ppl_dgm.user_code import is_data_file, is_story_spec, load_story_class, read_data_file
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+CURVE_FILE = "curve.png"
+SAMPLES_FILE = "samples.png"
+DIAGNOSTICS_DIR = "diagnostics"
+
+
+class UsageError(ValueError):
+    """A mistake in the command line, reported in one line with exit status 2."""
+
+
+class NoPictureError(UsageError):
+    """The data have no picture form (images or 2-D points), so samples cannot be drawn as a PNG."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def model_class_of(text: str) -> tuple[str, type, dict[str, Any]]:
+    """The spec recorded in run.json (a registered name, or ``/abs/path/file.py:Name``), the class, and
+    the constructor arguments the spec fixes (a plain model function's ``model_fn``)."""
+    if is_story_spec(text):
+        return load_story_class(text)
+    return text.lower(), get_model_class(text), {}
+
+
+def model_options(cls: type, name: str, options: list[tuple[str, Any]]) -> dict[str, Any]:
+    known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    kwargs = dict(options)
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)} for model {name}; options: {', '.join(known)}")
+    return kwargs
+
+
+def data_spec(text: str) -> str:
+    """What run.json records for ``--data``: a registered data set name (checked), or the absolute
+    path of a ``.npy``/``.csv`` file (checked to exist)."""
+    if is_data_file(text):
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no data file {path}; pass a registered data set name or an existing "
+                                    ".npy/.csv file")
+        return str(path)
+    dataset_info(text)  # fail early on an unknown name
+    return text
+
+
+def load_split(data: str, split: str, device: torch.device | None = None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One split of a registered data set, or the whole of a data file (which has only a train split)."""
+    if is_data_file(data):
+        if split != "train":
+            raise UsageError(f"the data file {data} has only a train split; use --split train")
+        return torch.as_tensor(read_data_file(data), dtype=dtype, device=device)
+    return load_dataset(data, split, device=device, dtype=dtype).x
+
+
+def save_samples(model: Any, data: str, n: int, path: Path, seed: int | None) -> Path:
+    """Draw ``n`` samples into a PNG: an image grid for image data, a scatter plot for 2-D points."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    samples = draw(model, n)
+    info = None if is_data_file(data) else dataset_info(data)
+    if info is not None and info.image_shape is not None:
+        return plots.image_grid(samples, info.image_shape, path, vmax=(info.num_levels or 2) - 1)
+    if samples.shape[1:] == (2,):
+        reference = load_split(data, "train" if info is None else "test")
+        return plots.scatter(samples, path, reference=reference)
+    raise NoPictureError(f"data {data} have no picture form (images or 2-D points); cannot draw samples")
+
+
+def read_run(directory: Path) -> dict[str, Any]:
+    path = directory / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {RUN_FILE}; was it written by 'ppl-dgm fit'?")
+    return json.loads(path.read_text())
+
+
+def load_model(directory: Path, device: torch.device) -> Any:
+    """`io.load` of the checkpoint in ``directory``, after importing the story file that run.json
+    records for a user's own class (so that the checkpoint's ``class`` field resolves)."""
+    run_path = directory / RUN_FILE
+    spec = json.loads(run_path.read_text()).get("model", "") if run_path.is_file() else ""
+    if is_story_spec(spec):
+        try:
+            load_story_class(spec)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{directory} was fitted with {spec}, which no longer exists; restore the "
+                                    f"file (or correct 'model' in {run_path})") from None
+    return io.load(directory, device=device)
+
+
+def evaluate_split(model: Any, data: str, split: str, num_samples: int, batch_size: int | None) -> dict[str, Any]:
+    x = load_split(data, split, device=model.device, dtype=model.dtype)
+    start = time.perf_counter()
+    result = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size)
+    return {"data": data, "split": split, **result.summary(), "seconds": time.perf_counter() - start}

@@ -1,0 +1,5 @@
+"""Variational autoencoders with amortized guides."""
+
+from ppl_dgm.models.vae.vae import VAE
+
+__all__ = ["VAE"]
