@@ -72,3 +72,24 @@ def scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | No
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def density_grid(rows: dict[str, list[torch.Tensor | None]], titles: list[str], path: str | Path,
+                 window: float = 4.0) -> Path:
+    """Write a PNG grid of density images over ``[-window, window]^2`` (each ``(H, W)``, ``z2`` along rows,
+    own colour scale; ``None`` marks a panel n/a): one row per key of ``rows``, columns titled ``titles``."""
+    fig, axes = plt.subplots(len(rows), len(titles), figsize=(1.8 * len(titles), 1.8 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if image is None:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(image.numpy(), origin="lower", extent=[-window, window] * 2, cmap="viridis")
+            if r == 0:
+                ax.set_title(titles[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name)
+    return _save(fig, path)
