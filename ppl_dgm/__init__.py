@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ppl_dgm import datasets, models
 from ppl_dgm.core import DATA, Capabilities, GenerativeModel, X, Z, data_plate, draw
 from ppl_dgm.evaluation import LogLikelihood, bits_per_dim, log_likelihood
+from ppl_dgm.evaluation.compression import compress, decompress
 from ppl_dgm.infer import FitResult, NonFiniteLossError, fit
 from ppl_dgm.io import load, save
 from ppl_dgm.models import register_model
@@ -27,6 +28,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DATA", "X", "Z", "Capabilities", "FitResult", "GenerativeModel", "LogLikelihood", "NonFiniteLossError",
-    "Story", "bits_per_dim", "data_plate", "datasets", "draw", "fit", "load", "log_likelihood", "models",
+    "Story", "bits_per_dim", "compress", "data_plate", "datasets", "decompress", "draw", "fit", "load",
+    "log_likelihood", "models",
     "register_model", "save", "story",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -66,6 +67,14 @@ def draw(model: GenerativeModel, n: int, **ctx: Any) -> torch.Tensor:
     return trace.nodes[X]["value"].to(model.dtype)
 
 
+def _as_saved(value: Any) -> Any:
+    """``value`` as a checkpoint's JSON gives it back (tuples become lists), when it is JSON at all."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
 class GenerativeModel(PyroModule):
     """Base class of every model: write `model` (and `guide` if latent).
 
@@ -95,7 +104,7 @@ class GenerativeModel(PyroModule):
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         arguments.pop(next(iter(arguments)))  # self
-        object.__setattr__(self, "_config", arguments)
+        object.__setattr__(self, "_config", {name: _as_saved(value) for name, value in arguments.items()})
         return self
 
     @property

@@ -150,7 +150,11 @@ def load_weights(model: GenerativeModel, path: str | Path) -> None:
     saved = json.loads(config_bytes)["config"]
     if json.loads(json.dumps(model.config)) != saved:
         raise ValueError(f"{path} holds a model built with {saved}, not {model.config}")
-    model.load_state_dict(_read_weights(path, config_bytes))
+    weights = _read_weights(path, config_bytes)
+    floating = [t.dtype for t in weights.values() if t.is_floating_point()]
+    if floating and model.dtype != floating[0] and all(p.is_floating_point() for p in model.parameters()):
+        model.to(floating[0])  # a model saved in float64 comes back in float64
+    model.load_state_dict(weights)
 
 
 def save_training_state(path: str | Path, optimizer_state: dict[str, Any], history: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pyro import poutine
 import ppl_dgm
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.evaluation import log_importance_weights
+from ppl_dgm.evaluation.compression import is_codable, verify_coding
 from ppl_dgm.infer import make_objective
 from ppl_dgm.models import get_model_class, list_models
 from ppl_dgm.traces import in_data_plate, is_latent
@@ -27,6 +28,18 @@ CASES = {
     "hmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0, "posterior": posterior}, "digits_sequence")
             for kind, posterior in (("full", "map"), ("tied", "normal"), ("diag", "map"), ("spherical", "normal"))],
     "ppca": [({"n_components": 3, "random_state": 0, "posterior": kind}, "digits") for kind in ("map", "normal")],
+    **{name: [({"bounds": [0, 17], **kwargs}, "digits"),
+              ({"bounds": [0, 17], "dequantization": "variational", **kwargs}, "digits")]
+       for name, kwargs in {"nice": {"num_layers": 2, "hidden_dims": [16]},
+                            "realnvp": {"num_layers": 2, "hidden_dims": [16]},
+                            "maf": {"num_layers": 2, "hidden_dims": [16]},
+                            "iaf": {"num_layers": 1, "hidden_dims": [16]},
+                            "nsf": {"num_layers": 2, "hidden_dims": [16], "bins": 4},
+                            "glow": {"num_steps": 2, "hidden_channels": 8}}.items()},
+    "idf": [({"hidden_dims": [16], "num_couplings": 2, "num_components": 3}, "digits"),
+            ({"hidden_dims": [16], "num_couplings": 2, "num_parts": 2, "dropout": 0.0}, "digits")],
+    "arm": [({"channels": 8, "num_blocks": 1}, "digits"),
+            ({"channels": 8, "num_blocks": 1, "encoding": "one_hot", "first_kernel_size": 3}, "digits")],
 }
 
 
@@ -168,3 +181,14 @@ def test_svi_fit_with_a_normal_posterior_saves_and_loads(name, kwargs, data, tmp
     assert set(loaded.point_estimate()) == set(points)
     for site_name, value in loaded.point_estimate().items():
         assert torch.equal(value, points[site_name]), site_name
+
+
+CODABLE = [case for case in PARAMS if is_codable(get_model_class(case.values[0])(**case.values[1]))]
+
+
+@pytest.mark.parametrize("name,kwargs,data", CODABLE)
+def test_exact_discrete_models_entropy_code_their_data_bit_exactly(name, kwargs, data, device):
+    x = _data(data, device)
+    model = _built(name, kwargs, x, device).eval()
+    verify_coding(model, x)
+    assert torch.equal(ppl_dgm.decompress(model, ppl_dgm.compress(model, x)), x)

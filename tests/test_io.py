@@ -102,3 +102,16 @@ def test_checkpoints_written_before_the_move_still_load(name):
     x = load_dataset(data, "train").x[:5]
     scores = ppl_dgm.log_likelihood(model, x, num_samples=10, seed=0).per_sample
     np.testing.assert_allclose(scores.numpy(), reference, rtol=1e-9)
+
+
+def test_a_float64_model_comes_back_in_float64_with_the_same_scores(tmp_path):
+    torch.manual_seed(0)
+    model = VAE(hidden_dims=[8], latent_dim=2).double()
+    x = load_dataset("digits", "val", dtype=torch.float64).x[:4]
+    ppl_dgm.save(model, tmp_path / "m")
+    loaded = ppl_dgm.load(tmp_path / "m")
+    assert loaded.dtype == torch.float64
+    assert loaded.config == model.config and isinstance(VAE(hidden_dims=(8,)).config["hidden_dims"], list)
+    expected = ppl_dgm.log_likelihood(model, x, num_samples=5, seed=0).per_sample
+    torch.testing.assert_close(ppl_dgm.log_likelihood(loaded, x, num_samples=5, seed=0).per_sample, expected,
+                               rtol=0, atol=0)

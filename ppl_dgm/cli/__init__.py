@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ppl_dgm.cli import diagnose, fit, results
+from ppl_dgm.cli import compress, diagnose, fit, results
 from ppl_dgm.cli.common import Parser
 from ppl_dgm.infer import NonFiniteLossError
 
-COMMAND_MODULES = (results, fit, diagnose)
+COMMAND_MODULES = (results, fit, diagnose, compress)
 """Each adds its subcommands to the parser (``add_parsers``), in the order ``--help`` lists them."""
 
 
