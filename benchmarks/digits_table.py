@@ -8,8 +8,9 @@ discrete model (decoded and checked bit-exact), and the seconds to score the tes
     python benchmarks/digits_table.py [--runs runs/digits_table] [--jobs 2] [--only vae,arm]
                                       [--devices cpu,cuda] [--refit] [--out benchmarks/results/digits_table.json]
 
-Fits that already have a checkpoint in ``RUNS/<name>`` are reused (``--refit`` fits them again), so a
-second call only scores and times. The table is printed as markdown and written beside the JSON.
+Fits that finished in ``RUNS/<name>`` (``metrics.json`` written) are reused (``--refit`` fits them again),
+so a second call only scores and times. Each fit runs with ``OMP_NUM_THREADS`` threads if that is set, else
+with the cores divided by ``--jobs``. The table is printed as markdown and written beside the JSON.
 """
 
 from __future__ import annotations
@@ -172,12 +173,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs, out = Path(args.runs), Path(args.out)
     entries = [e for e in ENTRIES if args.only is None or e.slug in args.only.lower().split(",")]
     devices = [torch.device(name) for name in args.devices.split(",")]
-    to_fit = [e for e in entries if args.refit or not (runs / e.slug / "config.json").is_file()]
-    threads = max(1, (os.cpu_count() or 2) // max(1, args.jobs))
+    to_fit = [e for e in entries if args.refit or not (runs / e.slug / "metrics.json").is_file()]
+    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         list(pool.map(lambda e: _fit(e, runs, threads), to_fit))
     torch.set_num_threads(os.cpu_count() or 1)
-    rows = [_score(e, runs / e.slug, devices) for e in entries if (runs / e.slug / "config.json").is_file()]
+    rows = [_score(e, runs / e.slug, devices) for e in entries if (runs / e.slug / "metrics.json").is_file()]
     codecs = baseline_sizes(load_dataset("digits", "test").x.numpy().astype("int64"), (8, 8))
     table = markdown(rows, codecs, [d.type for d in devices])
     out.parent.mkdir(parents=True, exist_ok=True)
