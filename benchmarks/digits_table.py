@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ import ppl_dgm
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.evaluation.compression import is_codable
 from ppl_dgm.evaluation.compression_report import baseline_sizes, compressed_size_report
+from ppl_dgm.evaluation.timing import median_seconds
 
 
 @dataclass(frozen=True)
@@ -99,23 +99,6 @@ def _fit(entry: Entry, runs: Path, threads: int) -> None:
     print(f"fitted {entry.label} in {time.perf_counter() - start:.0f} s: {status}", flush=True)
 
 
-def _seconds(work: Any, device: torch.device) -> float:
-    """Wall time of ``work()``, device synced: the median of `TIMING_REPEATS` runs after a warm-up, or the
-    one run when that takes longer than `SLOW_SECONDS` (already far beyond warm-up effects)."""
-    times = []
-    for _ in range(TIMING_REPEATS + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        work()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-        if times[0] > SLOW_SECONDS:
-            return times[0]
-    return median(times[1:])
-
-
 def _score(entry: Entry, run: Path, devices: list[torch.device]) -> dict[str, Any]:
     """Test NLL, compressed size (exact discrete models) and timings of one fitted run."""
     model = ppl_dgm.load(run, device=devices[0])
@@ -133,10 +116,11 @@ def _score(entry: Entry, run: Path, devices: list[torch.device]) -> dict[str, An
         model = model.to(device)
         x_device = x.to(device)
         with torch.no_grad():
-            row[f"log_prob_seconds_{device.type}"] = _seconds(
-                lambda m=model, xd=x_device: ppl_dgm.log_likelihood(m, xd, num_samples=1000, seed=0), device)
-            row[f"sample_{SAMPLES_TIMED}_seconds_{device.type}"] = _seconds(
-                lambda m=model: ppl_dgm.draw(m, SAMPLES_TIMED), device)
+            row[f"log_prob_seconds_{device.type}"] = median_seconds(
+                lambda m=model, xd=x_device: ppl_dgm.log_likelihood(m, xd, num_samples=1000, seed=0), device,
+                TIMING_REPEATS, SLOW_SECONDS)
+            row[f"sample_{SAMPLES_TIMED}_seconds_{device.type}"] = median_seconds(
+                lambda m=model: ppl_dgm.draw(m, SAMPLES_TIMED), device, TIMING_REPEATS, SLOW_SECONDS)
     return row
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -19,26 +18,11 @@ import torch
 import ppl_dgm
 from ppl_dgm import plots
 from ppl_dgm.datasets import load_dataset
+from ppl_dgm.evaluation.timing import median_seconds
 from ppl_dgm.models.flows.idf import IDF
 from ppl_dgm.models.flows.idf_base import DiscretizedLogisticMixture
 
 
-def _seconds(fn, device: torch.device, repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls (after one warm-up), in seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
-@torch.no_grad()
 def _coding_figures(model: IDF, x: torch.Tensor) -> dict[str, float | list[float]]:
     """How the entropy-coding alphabet fits: range of the latent integers ``f(x)`` of ``x``, the base's largest
     per-dimension mass outside the alphabet, and the largest gap (nats per image) between the code length of
@@ -85,8 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"({result.seconds:.0f} s)")
 
     with torch.no_grad():
-        log_prob_s = _seconds(lambda: model.log_prob(splits["test"]), device)
-        sample_s = _seconds(lambda: model.sample(1000), device)
+        log_prob_s = median_seconds(lambda: model.log_prob(splits["test"]), device, repeats=5)
+        sample_s = median_seconds(lambda: model.sample(1000), device, repeats=5)
         torch.manual_seed(args.seed)
         samples = model.sample(1000)
     outside = float(((samples < 0) | (samples > model.num_levels - 1)).double().mean())

@@ -152,7 +152,7 @@ def load_weights(model: GenerativeModel, path: str | Path) -> None:
         raise ValueError(f"{path} holds a model built with {saved}, not {model.config}")
     weights = _read_weights(path, config_bytes)
     floating = [t.dtype for t in weights.values() if t.is_floating_point()]
-    if floating and model.dtype != floating[0] and all(p.is_floating_point() for p in model.parameters()):
+    if floating and model.dtype != floating[0]:
         model.to(floating[0])  # a model saved in float64 comes back in float64
     model.load_state_dict(weights)
 

@@ -143,6 +143,17 @@ def read_run(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def run_data(directory: Path, data: str | None) -> str:
+    """What a command on the run in ``directory`` reads: ``--data`` when given (checked), else the data
+    the run was fitted on."""
+    return data_spec(data) if data else read_run(directory)["data"]
+
+
+def scored_split(data: str, split: str | None) -> str:
+    """``--split`` when given, else ``test`` (``train`` for a data file, which has no other split)."""
+    return split or ("train" if is_data_file(data) else "test")
+
+
 def load_model(directory: Path, device: torch.device) -> Any:
     """`io.load` of the checkpoint in ``directory``, after importing the story file that run.json
     records for a user's own class (so that the checkpoint's ``class`` field resolves)."""

@@ -10,10 +10,9 @@ import numpy as np
 import torch
 
 from ppl_dgm import io as checkpoints
-from ppl_dgm.cli.common import UsageError, data_spec, load_model, load_split, read_run
+from ppl_dgm.cli.common import UsageError, load_model, load_split, run_data, scored_split
 from ppl_dgm.evaluation.compression import decompress, require_codable
 from ppl_dgm.evaluation.compression_report import compressed_size_report
-from ppl_dgm.user_code import is_data_file
 from ppl_dgm.validation import check_device
 
 
@@ -39,8 +38,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     out = _output(args.output, args.force)
     directory = Path(args.dir)
     model = _codable_model(directory, args.device)
-    data = data_spec(args.data) if args.data else read_run(directory)["data"]
-    split = args.split or ("train" if is_data_file(data) else "test")
+    data = run_data(directory, args.data)
+    split = scored_split(data, args.split)
     x = load_split(data, split, device=model.device, dtype=model.dtype)
     report = compressed_size_report(model, x)
     if not report.decoded_equal:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyro
 
-from ppl_dgm.cli.common import DIAGNOSTICS_DIR, UsageError, count, data_spec, load_model, load_split, read_run
+from ppl_dgm.cli.common import DIAGNOSTICS_DIR, UsageError, count, load_model, load_split, run_data
 from ppl_dgm.core import DATA, X
 from ppl_dgm.diagnostics.report import KHAT_THRESHOLD, quiet_arviz, write_report
 from ppl_dgm.posterior import global_latent_sites
@@ -27,7 +27,7 @@ def cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{target} exists (an earlier diagnose); pass --overwrite to replace it, or move it away")
     device = check_device(args.device)
     model = load_model(directory, device)
-    data = data_spec(args.data) if args.data else read_run(directory)["data"]
+    data = run_data(directory, args.data)
     x = load_split(data, args.split, device, model.dtype)
     if not global_latent_sites(model, {X: x}):
         raise UsageError(f"diagnose needs global latent sites (sample sites outside plate '{DATA}', e.g. weights "

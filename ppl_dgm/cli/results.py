@@ -6,10 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ppl_dgm.cli.common import count, data_spec, evaluate_split, load_model, read_run, save_samples
+from ppl_dgm.cli.common import count, evaluate_split, load_model, run_data, save_samples, scored_split
 from ppl_dgm.datasets import dataset_info, list_datasets
 from ppl_dgm.models import get_model_class, list_models
-from ppl_dgm.user_code import is_data_file
 from ppl_dgm.validation import check_device
 
 
@@ -29,8 +28,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     directory = Path(args.dir)
     device = check_device(args.device)
     model = load_model(directory, device)
-    data = data_spec(args.data) if args.data else read_run(directory)["data"]
-    split = args.split or ("train" if is_data_file(data) else "test")
+    data = run_data(directory, args.data)
+    split = scored_split(data, args.split)
     summary = evaluate_split(model, data, split, args.num_samples, args.batch_size)
     if args.json:
         print(json.dumps(summary))
@@ -46,7 +45,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     """``ppl-dgm sample``: draw samples of a fitted model into a PNG."""
     directory = Path(args.dir)
     model = load_model(directory, check_device(args.device))
-    data = data_spec(args.data) if args.data else read_run(directory)["data"]
+    data = run_data(directory, args.data)
     print(f"wrote {save_samples(model, data, args.n, Path(args.output), args.seed)}")
 
 

@@ -119,8 +119,7 @@ class CategoricalEmission(Emission):
         return {"emissionprob": pyro.sample("emissionprob", dist.Dirichlet(ones).to_event(1))}
 
     def sites_from_state(self, state: State) -> State:
-        floor = torch.finfo(state["emissionprob"].dtype).tiny ** 0.5  # keeps the guide's parameters finite
-        return {"emissionprob": numerics.normalize_rows(state["emissionprob"].clamp_min(floor))}
+        return {"emissionprob": numerics.floored_rows(state["emissionprob"])}
 
     def state_from_sites(self, sites: State) -> State:
         return {"emissionprob": sites["emissionprob"]}

@@ -342,10 +342,11 @@ class HMM(Estimator):
     def log_prob(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Exact marginal ``log p(x_n)`` of each padded sequence, hidden states summed out (nats), ``(N,)``."""
         x = self._check_sequences(x)
-        if torch.is_grad_enabled():
-            return self.log_prob_at(x, self._sites_from_state(), lengths)[0]
         n, steps = x.shape[:2]
         mask = story.sequence_mask(lengths, n, steps, self.device)
+        if torch.is_grad_enabled():  # differentiable, at the fitted state (the guide's point after SVI)
+            state = {name: value.unsqueeze(0) for name, value in self._current().items()}
+            return story.marginal_log_likelihood(self._emission, state, x, mask)[0]
         rows = x[mask] if mask is not None else x.reshape(-1, x.shape[-1])
         state, layout, log_frame = self._frame(rows, [steps] * n if mask is None else mask.sum(1).tolist())
         return kernels.forward_backward(state["startprob"], state["transmat"], log_frame, layout,
@@ -355,12 +356,11 @@ class HMM(Estimator):
                     lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Marginal ``log p(x_n | params)`` for a batch of parameter draws: ``(S, N)`` from sites ``(S, ...)``."""
         x = x.to(self.device, self.dtype)
-        sites = {name: value.unsqueeze(0) for name, value in sites.items()} if sites["startprob"].dim() == 1 else sites
         mask = story.sequence_mask(lengths, x.shape[0], x.shape[1], self.device)
-        draws = sites["startprob"].shape[0]
+        draws, emission = sites["startprob"].shape[0], self._emission
         per_pass = max(1, ROWS_PER_PASS // max(1, x.numel() * self.n_components))
         return torch.cat([
-            story.marginal_log_likelihood(self._emission, self._state_from_sites(
+            story.marginal_log_likelihood(emission, self._state_from_sites(
                 {name: value[start : start + per_pass] for name, value in sites.items()}), x, mask)
             for start in range(0, draws, per_pass)])
 
@@ -390,9 +390,7 @@ class HMM(Estimator):
     def _sites_from_state(self) -> dict[str, torch.Tensor]:
         """The story's site values at the EM state (probabilities floored away from zero, so that the
         guide's unconstrained parameters stay finite)."""
-        floor = torch.finfo(self.dtype).tiny ** 0.5
-        sites = {name: numerics.normalize_rows(self._buffers[name].clamp_min(floor))
-                 for name in ("startprob", "transmat")}
+        sites = {name: numerics.floored_rows(self._buffers[name]) for name in ("startprob", "transmat")}
         return {**sites, **self._emission.sites_from_state(self._buffers)}
 
     def _state_from_sites(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,6 +15,12 @@ def normalize_rows(value: torch.Tensor) -> torch.Tensor:
     return value / torch.where(total == 0, torch.ones_like(total), total)
 
 
+def floored_rows(probabilities: torch.Tensor) -> torch.Tensor:
+    """Rows of probabilities floored at the square root of the smallest normal float and renormalized, so
+    that a guide's unconstrained parameters at them stay finite."""
+    return normalize_rows(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny ** 0.5))
+
+
 def covariance_update(covariance_type: str, gamma: torch.Tensor, second: torch.Tensor, post: torch.Tensor,
                       obs: torch.Tensor, means: torch.Tensor, means_prior: torch.Tensor, means_weight: torch.Tensor,
                       covars_prior: torch.Tensor, covars_weight: float) -> torch.Tensor:
