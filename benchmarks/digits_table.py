@@ -18,45 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from fitted_runs import Entry, fit_all, is_fitted
 
 import ppl_dgm
 from ppl_dgm.datasets import load_dataset
 from ppl_dgm.evaluation.compression import is_codable
 from ppl_dgm.evaluation.compression_report import baseline_sizes, compressed_size_report
 from ppl_dgm.evaluation.timing import median_seconds
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One row: ``ppl-dgm fit MODEL --data DATA -O key=value ... FIT``."""
-
-    label: str
-    model: str
-    data: str = "digits"
-    options: dict[str, Any] = field(default_factory=dict)
-    fit: tuple[str, ...] = ()
-
-    @property
-    def slug(self) -> str:
-        """Its run directory's name (and what ``--only`` takes): the label in lower case, ``_`` for the rest."""
-        return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
-
-    @property
-    def args(self) -> list[str]:
-        """The ``-O`` options (values as JSON) and the fit flags."""
-        return [arg for key, value in self.options.items() for arg in ("-O", f"{key}={json.dumps(value)}")] + list(
-            self.fit)
-
 
 EM = ("--engine", "em")
 FLOW_FIT = ("--patience", "30", "--weight-decay", "1e-4", "--max-grad-norm", "100")
@@ -83,20 +55,6 @@ ENTRIES = [
 TIMING_REPEATS = 3
 SLOW_SECONDS = 5.0
 SAMPLES_TIMED = 1000
-
-
-def _fit(entry: Entry, runs: Path, threads: int) -> None:
-    """``ppl-dgm fit`` of one entry into ``runs/<name>`` (its output in ``fit.log`` there)."""
-    out = runs / entry.slug
-    out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "ppl_dgm.cli", "fit", entry.model, "--data", entry.data, "--out", str(out),
-               "--no-progress", "--eval-samples", "0", *entry.args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    with open(out / "fit.log", "w") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    status = "ok" if done.returncode == 0 else f"FAILED (exit {done.returncode}, see {out / 'fit.log'})"
-    print(f"fitted {entry.label} in {time.perf_counter() - start:.0f} s: {status}", flush=True)
 
 
 def _score(entry: Entry, run: Path, devices: list[torch.device]) -> dict[str, Any]:
@@ -157,12 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs, out = Path(args.runs), Path(args.out)
     entries = [e for e in ENTRIES if args.only is None or e.slug in args.only.lower().split(",")]
     devices = [torch.device(name) for name in args.devices.split(",")]
-    to_fit = [e for e in entries if args.refit or not (runs / e.slug / "metrics.json").is_file()]
-    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        list(pool.map(lambda e: _fit(e, runs, threads), to_fit))
+    fit_all([(e, runs / e.slug, ()) for e in entries], args.jobs, args.refit)
     torch.set_num_threads(os.cpu_count() or 1)
-    rows = [_score(e, runs / e.slug, devices) for e in entries if (runs / e.slug / "metrics.json").is_file()]
+    rows = [_score(e, runs / e.slug, devices) for e in entries if is_fitted(runs / e.slug)]
     codecs = baseline_sizes(load_dataset("digits", "test").x.numpy().astype("int64"), (8, 8))
     table = markdown(rows, codecs, [d.type for d in devices])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,8 @@ class GenerativeModel(PyroModule):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(likelihood="bound")
+    default_engine: ClassVar[str] = "svi"
+    """The fitting engine ``ppl_dgm.fit`` uses unless told otherwise (see ``ppl_dgm.infer.engine``)."""
     event_shape: tuple[int, ...] = ()
     registry_name: ClassVar[str | None] = None
 
@@ -139,6 +141,13 @@ class GenerativeModel(PyroModule):
         time are created first (see `ppl_dgm.lazy`)."""
         load_lazy_state(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def evidence_lower_bound(self, x: torch.Tensor, num_samples: int = 1, **ctx: Any) -> torch.Tensor | None:
+        """The model's own lower bound on ``log p(x)`` per example in nats, shape ``(N,)``, for models
+        that compute their bound better than a trace-based importance estimate would (a diffusion
+        model's analytic per-step KL terms); `ppl_dgm.log_likelihood` reports it as ``kind="bound"``.
+        The default, ``None``, leaves scoring to the traces of the model/guide pair."""
+        return None
 
     def setup(self, x: torch.Tensor, **ctx: Any) -> None:
         """Prepare for fitting on training data ``x`` (all of it, with its per-example context)

@@ -157,35 +157,60 @@ def load_weights(model: GenerativeModel, path: str | Path) -> None:
     model.load_state_dict(weights)
 
 
-def save_training_state(path: str | Path, optimizer_state: dict[str, Any], history: dict[str, Any]) -> None:
-    """Save an optimizer ``state_dict`` and the fit's history beside the weights in ``path``."""
+def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON, its tensors moved into ``tensors`` (under their path) and referenced by name.
+    Dicts are kept as lists of (key, value) pairs, so integer keys (an optimizer's) come back as integers."""
+    if isinstance(value, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = value
+        return {"tensor": name}
+    if isinstance(value, dict):
+        return {"dict": [[key, _encode(item, tensors)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"list": [_encode(item, tensors) for item in value], "tuple": isinstance(value, tuple)}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(f"an engine's state may hold tensors, numbers, strings, None, lists and dicts, not "
+                    f"{type(value).__name__}")
+
+
+def _decode(value: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+    if "tensor" in value:
+        return tensors[value["tensor"]]
+    if "dict" in value:
+        return {key: _decode(item, tensors) for key, item in value["dict"]}
+    if "list" in value:
+        items = [_decode(item, tensors) for item in value["list"]]
+        return tuple(items) if value["tuple"] else items
+    return value["value"]
+
+
+def save_training_state(path: str | Path, engine: str, state: dict[str, Any], history: dict[str, Any]) -> None:
+    """Save an engine's ``state_dict()`` (as is: optimizers, EMA weights, a replay buffer, ...) and the
+    fit's history beside the weights in ``path``."""
     path = Path(path)
-    tensors, scalars = {}, {}
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
+    tensors: dict[str, torch.Tensor] = {}
     meta = {
+        "engine": engine,
+        "state": _encode(state, tensors),
         "history": history,
-        "param_groups": optimizer_state["param_groups"],
-        "scalars": scalars,
         "weights_sha256": _sha256(_read(path / WEIGHTS_FILE, "weights file")),
     }
     atomic_write(path / TRAINER_FILE, dump_safetensors(_tensors(tensors), metadata={"json": json.dumps(meta)}))
 
 
-def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore ``optimizer`` from ``path`` and return the saved history."""
+def load_training_state(path: str | Path, engine: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The engine state and the history saved in ``path`` by `save_training_state`.
+
+    Raises:
+        ValueError: the state belongs to other weights or to another engine.
+    """
     path = Path(path)
     data = _read(path / TRAINER_FILE, "training state (was the run saved by fit with a checkpoint_dir?)")
     meta = json.loads(_metadata(data)["json"])
     if meta["weights_sha256"] != _sha256(_read(path / WEIGHTS_FILE, "weights file")):
         raise ValueError(f"{path}: the training state belongs to other weights; start a new fit instead of resuming")
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in [*load_safetensors(data).items(), *meta["scalars"].items()]:
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta["history"]
+    if meta.get("engine") != engine:
+        raise ValueError(f"{path} holds the state of the {meta.get('engine')!r} engine, not {engine!r}; resume with "
+                         f"engine={meta.get('engine')!r} or start a new fit")
+    return _decode(meta["state"], load_safetensors(data)), meta["history"]

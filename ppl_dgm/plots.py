@@ -21,22 +21,28 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 
 
 def training_curve(train_loss: list[float], val_loss: list[float], path: str | Path,
-                   best_epoch: int | None = None, unit: str = "nats / example", xlabel: str = "epoch") -> Path:
-    """Plot per-epoch (or per-iteration) training and validation loss; mark the restored best epoch."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+                   best_epoch: int | None = None, unit: str = "nats / example", xlabel: str = "epoch",
+                   extra: dict[str, list[float]] | None = None) -> Path:
+    """Plot per-epoch (or per-iteration) training and validation loss; mark the restored best epoch.
+    ``extra`` curves (an engine's other figures, e.g. a GAN's discriminator loss) go in a panel below."""
+    fig, axes = plt.subplots(2 if extra else 1, 1, figsize=(6, 6.5 if extra else 4), squeeze=False, sharex=True)
+    ax = axes[0, 0]
     ax.plot(range(len(train_loss)), train_loss, label="train")
     if val_loss:
         ax.plot(range(len(val_loss)), val_loss, label="validation")
     if best_epoch is not None:
         ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
-    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"loss ({unit})")
     values = train_loss + val_loss
     if values:  # the first epochs dwarf the rest; show the interesting range
         low, high = min(values), sorted(values)[int(0.9 * (len(values) - 1))]
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
-    ax.legend()
-    ax.grid(alpha=0.3)
+    for name, curve in (extra or {}).items():
+        axes[-1, 0].plot(range(len(curve)), curve, label=name)
+    for row in axes[:, 0]:
+        row.legend()
+        row.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(xlabel)
     return _save(fig, path)
 
 
@@ -92,4 +98,44 @@ def density_grid(rows: dict[str, list[torch.Tensor | None]], titles: list[str], 
                 ax.set_title(titles[c], fontsize=9)
             if c == 0:
                 ax.set_ylabel(name)
+    return _save(fig, path)
+
+
+def image_panels(panels: dict[str, torch.Tensor], image_shape: tuple[int, int], path: str | Path,
+                 vmax: float, per_side: int = 4, columns: int = 4) -> Path:
+    """One titled square grid of ``per_side**2`` images per entry of ``panels`` (name -> images ``(N, ...)``),
+    side by side, on one colour scale ``[0, vmax]``: samples of several models at a glance."""
+    rows = math.ceil(len(panels) / columns)
+    fig = plt.figure(figsize=(columns * 2.2, rows * 2.4))
+    outer = fig.add_gridspec(rows, columns, wspace=0.15, hspace=0.3)
+    for index, (name, images) in enumerate(panels.items()):
+        images = images.detach().float().cpu().reshape(-1, *image_shape)[: per_side * per_side]
+        inner = outer[index // columns, index % columns].subgridspec(per_side, per_side, wspace=0.05, hspace=0.05)
+        for cell in range(per_side * per_side):
+            ax = fig.add_subplot(inner[cell // per_side, cell % per_side])
+            ax.axis("off")
+            if cell < images.shape[0]:
+                ax.imshow(images[cell], cmap="gray_r", vmin=0, vmax=vmax)
+            if cell == per_side // 2 - 1:
+                ax.set_title(name, fontsize=9, loc="left" if per_side % 2 == 0 else "center",
+                             x=1.0 if per_side % 2 == 0 else 0.5)
+    return _save(fig, path)
+
+
+def seed_spread(values: dict[str, list[float]], floor: float, path: str | Path, ylabel: str,
+                floor_label: str = "floor") -> Path:
+    """One column of points per entry (one point per seed, a bar at their mean) against a dashed ``floor``
+    line: how far each model is from the floor, and how much the seeds disagree."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(values) + 1.5), 4))
+    for index, points in enumerate(values.values()):
+        ax.scatter([index] * len(points), points, color="C0", s=18, zorder=3)
+        if points:
+            mean = sum(points) / len(points)
+            ax.plot([index - 0.25, index + 0.25], [mean, mean], color="C1", linewidth=2)
+    ax.axhline(floor, color="grey", linestyle="--", label=f"{floor_label} ({floor:.2f})")
+    ax.set_xticks(range(len(values)), list(values), rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from ppl_dgm import io
-from ppl_dgm.cli import main
+from ppl_dgm.cli import build_parser, main
+from ppl_dgm.infer import list_engines
 
 FAST = ["--epochs", "3", "--eval-samples", "20", "--no-progress", "-O", "hidden_dims=[16]", "-O", "latent_dim=2"]
 
@@ -116,8 +117,38 @@ def test_estimators_fit_by_em_and_are_scored_with_the_dequantization_bound(tmp_p
                  "-O", "n_components=2", "-O", "covariance_type=diag"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["engine"] == "em" and metrics["test"]["kind"] == "bound"
-    assert metrics["train_nll_per_iteration"] == sorted(metrics["train_nll_per_iteration"], reverse=True)
+    assert metrics["train_loss"] == sorted(metrics["train_loss"], reverse=True)  # EM never lowers the likelihood
+    assert metrics["unit"] == "nats per example" and len(metrics["history"]["val_nll"]) == 1
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_nll_nats"] == pytest.approx(metrics["test"]["test_nll_nats"])
     assert main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "v"), "--engine", "em"]) == 2
+
+
+def test_a_fit_never_replaces_an_earlier_one_unless_asked(tmp_path, capsys):
+    out = tmp_path / "run"
+    command = ["fit", "gmm", "--data", "digits", "--out", str(out), "--eval-samples", "0", "-O", "n_components=1"]
+    assert main(command) == 0
+    weights = (out / io.WEIGHTS_FILE).read_bytes()
+    capsys.readouterr()
+    assert main([*command[:-1], "n_components=2"]) == 2
+    assert "holds an earlier fit (run.json, config.json); pass --resume" in capsys.readouterr().err
+    assert (out / io.WEIGHTS_FILE).read_bytes() == weights
+    assert main([*command[:-1], "n_components=2", "--overwrite"]) == 0
+    assert (out / io.WEIGHTS_FILE).read_bytes() != weights
+
+
+def test_engine_choices_and_options_come_from_the_registries(tmp_path, capsys):
+    parser = build_parser()
+    fit_parser = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" fit"))
+    engine = next(a for a in fit_parser._actions if a.dest == "engine")
+    assert engine.choices == ["auto", *list_engines()]
+    assert main(["fit", "gmm", "--data", "digits", "--out", str(tmp_path / "g"), "--objective", "iwae"]) == 2
+    assert "the 'em' engine takes its options as -E" in capsys.readouterr().err
+    assert main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "v"), "-E", "n_critic=5"]) == 2
+    assert "the 'svi' engine takes no option(s) n_critic; its options are alpha, dequantize" in capsys.readouterr().err
+    out = tmp_path / "renyi"
+    assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--epochs", "1", "--eval-samples", "0",
+                 "--no-progress", "-O", "hidden_dims=[8]", "-E", "objective=\"renyi\"", "-E", "alpha=0.25"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["fit"]["engine"] == "svi" and run["fit"]["engine_options"] == {"objective": "renyi", "alpha": 0.25}

@@ -58,7 +58,7 @@ def test_inference_data_from_nuts(nuts_fit, clusters):
 
 def test_inference_data_from_an_svi_fit(clusters):
     model = GMM(2, covariance_type="spherical", random_state=0, posterior="normal")
-    ppl_dgm.fit(model, clusters, epochs=20, batch_size=35, lr=0.05, progress=False)
+    ppl_dgm.fit(model, clusters, engine="svi", epochs=20, batch_size=35, lr=0.05, progress=False)
     idata = to_inference_data(model, clusters, num_draws=40, predictive=False)
     assert idata.posterior["means"].shape == (1, 40, 2, 2)
     assert idata.posterior["means"].values.std(axis=1).max() > 0  # draws from the mean-field posterior
@@ -99,7 +99,7 @@ def test_hmm_and_ppca_give_per_sequence_and_per_row_marginal_log_likelihoods():
 
     flat = x.reshape(12, 64)
     ppca = PPCA(2, posterior="normal").fit(flat.numpy())
-    ppl_dgm.fit(ppca, flat, epochs=3, batch_size=12, progress=False)
+    ppl_dgm.fit(ppca, flat, engine="svi", epochs=3, batch_size=12, progress=False)
     idata = to_inference_data(ppca, flat, num_draws=10)
     assert idata.log_likelihood["x"].shape == (1, 10, 12) and idata.posterior_predictive["x"].shape == (1, 10, 12, 64)
     point = {name: value.unsqueeze(0) for name, value in ppca.point_estimate().items()}

@@ -147,7 +147,7 @@ def test_story_svi_reaches_the_em_solution_and_log_likelihood_is_exact(data):
     em = GMM(3, covariance_type="full", random_state=0).fit(data)
     for posterior in ("map", "normal"):
         model = GMM(3, covariance_type="full", random_state=0, posterior=posterior)
-        ppl_dgm.fit(model, x, epochs=100, batch_size=150, lr=0.05, progress=False, seed=0)
+        ppl_dgm.fit(model, x, engine="svi", epochs=100, batch_size=150, lr=0.05, progress=False, seed=0)
         assert model.score(data) == pytest.approx(em.score(data), abs=0.02)
         result = ppl_dgm.log_likelihood(model, x)
         assert result.kind == "exact"

@@ -69,15 +69,33 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]  # no temporary left behind
 
 
-def test_optimizer_state_round_trip(tmp_path):
+def test_engine_state_round_trip(tmp_path):
     model = VAE(hidden_dims=(8,), latent_dim=2)
     x = ppl_dgm.datasets.load_dataset("digits", "val").x[:20]
     ppl_dgm.fit(model, x, epochs=2, batch_size=10, progress=False, checkpoint_dir=tmp_path)
-    optimizer = torch.optim.Adam(model.parameters())
-    history = io.load_training_state(tmp_path, optimizer)
+    state, history = io.load_training_state(tmp_path, "svi")
     assert history["epochs_run"] == 2 and len(history["train_loss"]) == 2
-    state = optimizer.state_dict()["state"]
-    assert len(state) == len(list(model.parameters())) and all("exp_avg" in s for s in state.values())
+    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer.load_state_dict(state["optimizer"])  # integer keys and tensors come back as they were
+    saved = optimizer.state_dict()["state"]
+    assert len(saved) == len(list(model.parameters())) and all("exp_avg" in s for s in saved.values())
+    with pytest.raises(ValueError, match="'svi' engine, not 'adversarial'"):
+        io.load_training_state(tmp_path, "adversarial")
+
+
+def test_engine_state_keeps_nested_values(tmp_path):
+    model = LinearGaussian()
+    io.save(model, tmp_path)
+    state = {"buffer": torch.arange(6.0).reshape(2, 3), "steps": 7, "nested": {3: [torch.ones(2), None, "a"]},
+             "pair": (1.5, True)}
+    io.save_training_state(tmp_path, "custom", state, {"epochs_run": 1})
+    loaded, history = io.load_training_state(tmp_path, "custom")
+    assert history == {"epochs_run": 1}
+    assert torch.equal(loaded["buffer"], state["buffer"]) and loaded["steps"] == 7 and loaded["pair"] == (1.5, True)
+    assert list(loaded["nested"]) == [3] and torch.equal(loaded["nested"][3][0], torch.ones(2))
+    assert loaded["nested"][3][1:] == [None, "a"]
+    with pytest.raises(TypeError, match="not object"):
+        io.save_training_state(tmp_path, "custom", {"odd": object()}, {})
 
 
 def test_non_json_constructor_arguments_are_a_clear_error(tmp_path):

@@ -146,7 +146,7 @@ def test_svi_reaches_the_maximum_likelihood(data, fitted):
     model.setup(x)
     start = model.score(data)
     assert start < fitted.score(data) - 1.0
-    ppl_dgm.fit(model, x, epochs=100, batch_size=300, lr=0.05, seed=0, progress=False, patience=None)
+    ppl_dgm.fit(model, x, engine="svi", epochs=100, batch_size=300, lr=0.05, seed=0, progress=False, patience=None)
     assert bool(model.uses_guide_point)
     assert abs(model.score(data) - fitted.score(data)) < 1e-3
     assert model.noise_variance_ == pytest.approx(fitted.noise_variance_, rel=1e-2)

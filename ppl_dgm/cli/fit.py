@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,9 @@ from ppl_dgm.cli.common import (
     read_run,
     save_samples,
 )
-from ppl_dgm.evaluation import log_likelihood
-from ppl_dgm.evaluation.dequantization import needs_dequantization
-from ppl_dgm.infer import fit
+from ppl_dgm.datasets import load_dataset
+from ppl_dgm.infer import fit, get_engine_class, list_engines
+from ppl_dgm.infer.objectives import OBJECTIVES
 from ppl_dgm.user_code import is_data_file
 from ppl_dgm.validation import check_device
 
@@ -56,28 +55,39 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"{out} holds a fit of {saved['model']} on {saved['data']}, "
                              f"not {args.model} on {args.data}")
         model = load_model(out, device)
-        options = saved["options"]
+        model_settings = saved["options"]
     else:
-        options = {**model_options(model_class, args.model, args.option), **fixed}
+        earlier = [name for name in (RUN_FILE, io.CONFIG_FILE) if (out / name).exists()]
+        if earlier and not args.overwrite:
+            raise UsageError(f"{out} holds an earlier fit ({', '.join(earlier)}); pass --resume to continue it, "
+                             "--overwrite to replace it, or another --out")
+        model_settings = {**model_options(model_class, args.model, args.option), **fixed}
         if "random_state" in inspect.signature(model_class.__init__).parameters:
-            options.setdefault("random_state", args.seed)
-        model = model_class(**options).to(device)
-    has_own_fit = callable(getattr(model, "fit_data", None))  # an estimator's EM or closed-form fit
-    engine = args.engine if args.engine != "auto" else ("em" if has_own_fit else "svi")
-    if engine == "em" and not has_own_fit:
-        raise UsageError(f"model {args.model} has no EM/closed-form fit; use --engine svi")
-    train = load_split(data, "train", device)
-    val = None if is_data_file(data) else load_split(data, "val", device)  # a data file is all training data
+            model_settings.setdefault("random_state", args.seed)
+        model = model_class(**model_settings).to(device)
+    engine = model.default_engine if args.engine == "auto" else args.engine
+    engine_class = get_engine_class(engine)
+    train = _with_labels(model, data, "train", device)
+    val = None if is_data_file(data) else _with_labels(model, data, "val", device)  # a data file: all training data
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("engine", "epochs", "batch_size", "lr", "weight_decay",
-                                               "max_grad_norm", "objective", "num_particles", "patience", "seed")}
-    run = {"model": model_spec, "data": data, "options": options, "fit": {**settings, "engine": engine},
-           "device": str(device)}
+    settings = {k: getattr(args, k)
+                for k in ("epochs", "batch_size", "lr", "weight_decay", "max_grad_norm", "patience")}
+    options = {**_svi_shorthands(args, engine), **dict(args.engine_option)}
+    run = {"model": model_spec, "data": data, "options": model_settings,
+           "fit": {**settings, "engine": engine, "engine_options": options, "seed": args.seed}, "device": str(device)}
     io.atomic_write(out / RUN_FILE, json.dumps(run, indent=2).encode())
-    fit_with = _fit_em if engine == "em" else _fit_svi
-    metrics = fit_with(model, train, val, args, out)
+    if not engine_class.minibatches:
+        settings = {}
+    elif val is None:
+        settings["patience"] = None
+    result = fit(model, train, val=val, engine=engine, seed=args.seed, device=model.device,
+                 progress=not args.no_progress, checkpoint_dir=out, resume=args.resume, **settings, **options)
+    metrics = _metrics(result)
+    plots.training_curve(result.train_loss, result.val_loss, out / CURVE_FILE,
+                         result.best_epoch if result.val_loss else None, unit=result.unit or "loss",
+                         xlabel="epoch" if engine_class.minibatches else "iteration", extra=_extra_curves(result))
     scored = "test" if val is not None else "train"  # a data file is scored on its training data, labelled so
-    if args.eval_samples:
+    if args.eval_samples and model.capabilities.likelihood != "none":
         metrics[scored] = evaluate_split(model, data, scored, args.eval_samples, None)
     io.atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=2).encode())
     try:
@@ -91,61 +101,60 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
         score = metrics[scored]
         line += f"; {scored} NLL {score['test_nll_nats']:.2f} ± {score['test_nll_stderr']:.2f} nats ({score['kind']}"
         line += ", on the training data: a data file has no held-out split)" if val is None else ")"
+    elif model.capabilities.likelihood == "none":
+        line += f"; no likelihood: 'ppl-dgm evaluate {out}' reports sample-quality metrics"
     print(line)
-    resumable = f"{io.TRAINER_FILE} (to resume), " if engine == "svi" else ""
+    resumable = f"{io.TRAINER_FILE} (to resume), " if engine_class.minibatches else ""
     print(f"results in {out}: {io.CONFIG_FILE} + {io.WEIGHTS_FILE} (checkpoint), {resumable}"
           f"{RUN_FILE}, {METRICS_FILE}, {', '.join(figures)}")
     return metrics
 
 
-def _fit_svi(model: Any, train: torch.Tensor, val: torch.Tensor | None, args: argparse.Namespace, out: Path
-             ) -> dict[str, Any]:
-    result = fit(model, train, val=val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                 weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-                 objective=args.objective, num_particles=args.num_particles,
-                 patience=args.patience if val is not None else None, seed=args.seed, device=model.device,
-                 progress=not args.no_progress, checkpoint_dir=out, resume=args.resume)
-    plots.training_curve(result.train_loss, result.val_loss, out / CURVE_FILE,
-                         result.best_epoch if val is not None else None)
-    if val is not None:
-        summary = (f"best validation loss {result.best_val_loss:.2f} nats at epoch {result.best_epoch} "
+def _with_labels(model: Any, data: str, split: str, device: torch.device) -> Any:
+    """A split's ``x``, with its labels as context ``y`` for a conditional model."""
+    x = load_split(data, split, device)
+    if not model.capabilities.conditional:
+        return x
+    labels = None if is_data_file(data) else load_dataset(data, split, device=device).y
+    if labels is None:
+        raise UsageError(f"{type(model).__name__} is conditional on labels, and {data} has none; pick a labelled "
+                         "data set (e.g. digits)")
+    return {"x": x, "y": labels}
+
+
+def _svi_shorthands(args: argparse.Namespace, engine: str) -> dict[str, Any]:
+    """``--objective`` and ``--num-particles``, which only SVI takes."""
+    given = {k: getattr(args, k) for k in ("objective", "num_particles") if getattr(args, k) is not None}
+    if given and engine != "svi":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"{flags} set(s) the SVI objective; the {engine!r} engine takes its options as -E KEY=VALUE")
+    return given
+
+
+def _metrics(result: Any) -> dict[str, Any]:
+    """metrics.json's record of a fit, with a one-line summary."""
+    if result.best_val_loss is not None:
+        summary = (f"best validation loss {result.best_val_loss:.4g} {result.unit} at epoch {result.best_epoch} "
                    f"({result.epochs_run} epochs, {result.seconds:.0f} s)")
+    elif "val_nll" in result.history:
+        summary = (f"{result.epochs_run} iterations in {result.seconds:.1f} s; validation NLL "
+                   f"{result.history['val_nll'][-1]:.2f} nats")
     else:
-        summary = (f"final training loss {result.train_loss[-1]:.2f} nats ({result.epochs_run} epochs, "
+        summary = (f"final training loss {result.train_loss[-1]:.4g} {result.unit} ({result.epochs_run} epochs, "
                    f"{result.seconds:.0f} s)")
     return {
-        "engine": "svi", "train_loss": result.train_loss, "val_loss": result.val_loss,
-        "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early, "fit_seconds": result.seconds, "unit": "nats per example",
+        "engine": result.engine, "unit": result.unit, "train_loss": result.train_loss, "val_loss": result.val_loss,
+        "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "fit_seconds": result.seconds,
         "summary": summary,
     }
 
 
-def _fit_em(model: Any, train: torch.Tensor, val: torch.Tensor | None, args: argparse.Namespace, out: Path
-            ) -> dict[str, Any]:
-    """The estimator's own fit (EM or closed form), on dequantized data where the model is a density."""
-    if args.resume:
-        raise UsageError("--resume continues SVI fits; an EM fit starts again from its initialization")
-    if needs_dequantization(model, train):
-        generator = torch.Generator(device=train.device).manual_seed(args.seed)
-        train = train + torch.rand(train.shape, generator=generator, device=train.device, dtype=train.dtype)
-    start = time.perf_counter()
-    model.fit_data(train)
-    seconds = time.perf_counter() - start
-    io.save(model, out)
-    history = [-value for value in model.fit_history()]
-    val_nll = log_likelihood(model, val, num_samples=1).nll if val is not None else None
-    plots.training_curve(history, [], out / CURVE_FILE, unit="negative log-likelihood per example (nats)",
-                         xlabel="EM iteration")
-    summary = f"{len(history)} iterations in {seconds:.1f} s; "
-    if val_nll is not None:
-        summary += f"validation NLL {val_nll:.2f} nats"
-    else:
-        summary += f"final training NLL {history[-1]:.2f} nats" if history else "no validation split"
-    return {
-        "engine": "em", "train_nll_per_iteration": history, "val_nll": val_nll, "fit_seconds": seconds,
-        "unit": "nats per example", "summary": summary,
-    }
+def _extra_curves(result: Any) -> dict[str, list[float]]:
+    """The engine's other per-epoch figures (a GAN's two losses, ...), besides the training loss."""
+    first = next(iter(result.history), None)
+    return {name: values for name, values in result.history.items()
+            if name != first and len(values) == len(result.train_loss)}
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -154,7 +163,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     parser = Parser(prog="ppl-dgm")
     add_parsers(parser.add_subparsers(dest="command", parser_class=Parser))
     fit_args = parser.parse_args(["fit", "vae", "--data", "digits", "--out", args.out,
-                                          "--device", args.device, *(["--no-progress"] if args.no_progress else [])])
+                                          "--device", args.device, *(["--no-progress"] if args.no_progress else []),
+                                          *(["--overwrite"] if args.overwrite else [])])
     cmd_fit(fit_args)
     print(f"next: ppl-dgm evaluate {args.out}   |   ppl-dgm sample {args.out} -n 64 -o more_samples.png")
 
@@ -167,16 +177,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset name (see 'ppl-dgm list'), or a .npy/.csv file of shape "
                                                  "(N, ...) (all training data: no validation, no early stopping)")
     p.add_argument("--out", required=True, help="directory for checkpoint, metrics and figures")
-    p.add_argument("--engine", choices=["auto", "em", "svi"], default="auto",
-                   help="em: the estimator's own EM/closed-form fit; svi: ppl_dgm.fit (default: em where the "
-                        "model has one)")
+    p.add_argument("--engine", choices=["auto", *list_engines()], default="auto",
+                   help="fitting engine (default auto: the one the model names, e.g. em for the classical "
+                        "estimators, svi for latent-variable stories, adversarial for GANs)")
+    p.add_argument("--engine-option", "-E", type=option, action="append", default=[], metavar="KEY=VALUE",
+                   help="engine option, e.g. -E n_critic=5 (value parsed as JSON)")
     p.add_argument("--epochs", type=count(1), default=1000, help="maximum number of epochs (default 1000)")
     p.add_argument("--batch-size", type=count(1), default=100)
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate of the engine's optimizer(s)")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="decoupled weight decay (AdamW)")
     p.add_argument("--max-grad-norm", type=positive_float, default=None, help="clip each step's gradient norm")
-    p.add_argument("--objective", choices=["elbo", "iwae", "renyi"], default="elbo")
-    p.add_argument("--num-particles", type=count(1), default=None, help="samples per example in the objective")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=None, help="SVI objective (default elbo)")
+    p.add_argument("--num-particles", type=count(1), default=None, help="SVI: samples per example in the objective")
     p.add_argument("--patience", type=count(1), default=50, help="epochs without validation improvement (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -186,6 +198,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="importance samples for the test evaluation written to metrics.json (0: skip; a data "
                         "file is scored on its training data)")
     p.add_argument("--resume", action="store_true", help="continue the fit saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier fit in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_fit)
 
@@ -193,4 +206,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.set_defaults(func=cmd_demo)

@@ -129,7 +129,7 @@ class _Plan:
 
     draws: dict[str, torch.Tensor] | None
     use_guide: bool
-    kind: Literal["exact", "estimate", "predictive"]
+    kind: Literal["exact", "estimate", "predictive", "bound"]
     num_samples: int
 
 
@@ -170,7 +170,9 @@ def log_likelihood(
 ) -> LogLikelihood:
     """Per-example log-likelihood of ``data`` under ``model``, in nats.
 
-    Exact models (``capabilities.likelihood == "exact"``) use ``model.log_prob``. Latent-
+    Exact models (``capabilities.likelihood == "exact"``) use ``model.log_prob``; models with a bound
+    of their own (`GenerativeModel.evidence_lower_bound`, e.g. a diffusion model's) use it
+    (``kind="bound"``). Latent-
     variable models use importance weighting: ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``
     with ``z_k`` from the guide, the model trace replayed against each guide trace and the
     sum taken in log space; local latents the guide lacks are drawn from the prior, and
@@ -198,7 +200,10 @@ def log_likelihood(
     """
     likelihood = model.capabilities.likelihood
     if likelihood == "none":
-        raise ValueError(f"{type(model).__name__} defines no normalized likelihood; use sample-quality metrics")
+        raise ValueError(f"{type(model).__name__} defines no normalized likelihood (capabilities.likelihood='none'), "
+                         "so it has no log-likelihood to report; compare its samples with the sample-quality metrics "
+                         "instead: ppl_dgm.evaluation.sample_quality (Frechet and kernel distances, precision/recall, "
+                         "two-sample test) or 'ppl-dgm evaluate RUN_DIR'")
     for name, value in (("num_samples", num_samples), ("samples_per_draw", samples_per_draw)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -207,6 +212,8 @@ def log_likelihood(
     if dequantize is None:
         dequantize = needs_dequantization(model, x, context_of(batch))
     exact = likelihood == "exact" and posterior is None
+    own_bound = not exact and posterior is None and \
+        type(model).evidence_lower_bound is not GenerativeModel.evidence_lower_bound
     devices = [x.device] if x.device.type == "cuda" else []
     was_training = model.training
     model.eval()
@@ -214,7 +221,10 @@ def log_likelihood(
     with torch.random.fork_rng(devices=devices, enabled=seed is not None), pyro.validation_enabled(False):
         if seed is not None:
             torch.manual_seed(seed)
-        plan = _Plan(None, True, "exact", 1) if exact else _plan(model, batch, posterior, num_samples)
+        if exact or own_bound:
+            plan = _Plan(None, True, "exact", 1) if exact else _Plan(None, True, "bound", num_samples)
+        else:
+            plan = _plan(model, batch, posterior, num_samples)
         per_pass = samples_per_draw if plan.kind == "predictive" else plan.num_samples
         batch_size = batch_size or max(1, min(x.shape[0], ROWS_PER_PASS // min(per_pass, 128)))
         for start in range(0, x.shape[0], batch_size):
@@ -223,6 +233,9 @@ def log_likelihood(
                 part[X] = add_uniform_noise(part[X])
             if exact:
                 scores.append(model.log_prob(part[X], **context_of(part)).double())
+                continue
+            if own_bound:
+                scores.append(model.evidence_lower_bound(part[X], plan.num_samples, **context_of(part)).double())
                 continue
             if plan.kind == "predictive":
                 score, elbo = _predictive(model, part, plan, samples_per_draw)

@@ -118,6 +118,10 @@ class PyroObjective:
             return self.elbo.differentiable_loss(*args, **context_of(batch))
 
 
+OBJECTIVES = ("elbo", "iwae", "renyi")
+"""The objectives `make_objective` knows by name."""
+
+
 def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: int | None = None,
                    alpha: float = 0.5, model: Any = None, enumerate_discrete: bool = False) -> Objective:
     """Resolve ``"elbo"``, ``"iwae"``, ``"renyi"``, a Pyro ELBO or an `Objective`.
@@ -148,4 +152,5 @@ def make_objective(objective: str | Objective | pyro.infer.ELBO, num_particles: 
         return RenyiELBO(0.0, num_particles or 5)
     if objective == "renyi":
         return RenyiELBO(alpha, num_particles or 5)
-    raise ValueError(f"objective must be 'elbo', 'iwae', 'renyi', a pyro.infer.ELBO or an Objective; got {objective!r}")
+    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, a pyro.infer.ELBO or an Objective; "
+                     f"got {objective!r}")

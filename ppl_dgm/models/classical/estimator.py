@@ -57,6 +57,9 @@ class Estimator(GenerativeModel):
     guide's point (``uses_guide_point``).
     """
 
+    default_engine: ClassVar[str] = "em"
+    """The estimator's own EM or closed-form fit; ``ppl_dgm.fit(model, x, engine="svi")`` fits the story."""
+
     _state_names: tuple[str, ...] = ()
 
     def __init__(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> None:
