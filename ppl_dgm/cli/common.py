@@ -122,11 +122,18 @@ def load_split(data: str, split: str, device: torch.device | None = None,
     return load_dataset(data, split, device=device, dtype=dtype).x
 
 
+NUM_DIGIT_CLASSES = 10
+"""Labels a conditional model is asked for in sample grids (the digits' classes)."""
+
+
 def save_samples(model: Any, data: str, n: int, path: Path, seed: int | None) -> Path:
     """Draw ``n`` samples into a PNG: an image grid for image data, a scatter plot for 2-D points."""
     if seed is not None:
         torch.manual_seed(seed)
-    samples = draw(model, n)
+    context = {}
+    if model.capabilities.conditional:  # a label-conditional model draws the labels in turn: 0, 1, ..., 9, 0, ...
+        context["y"] = torch.arange(n, device=model.device) % NUM_DIGIT_CLASSES
+    samples = draw(model, n, **context)
     info = None if is_data_file(data) else dataset_info(data)
     if info is not None and info.image_shape is not None:
         return plots.image_grid(samples, info.image_shape, path, vmax=(info.num_levels or 2) - 1)
