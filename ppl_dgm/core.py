@@ -89,6 +89,9 @@ class GenerativeModel(PyroModule):
     capabilities: ClassVar[Capabilities] = Capabilities(likelihood="bound")
     default_engine: ClassVar[str] = "svi"
     """The fitting engine ``ppl_dgm.fit`` uses unless told otherwise (see ``ppl_dgm.infer.engine``)."""
+    evaluation_samples: ClassVar[int] = 1000
+    """Samples per example `ppl_dgm.log_likelihood` draws by default: importance samples, or the draws of
+    the noisy images a diffusion model's own bound averages over (where one draw already costs T passes)."""
     event_shape: tuple[int, ...] = ()
     registry_name: ClassVar[str | None] = None
 

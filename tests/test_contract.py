@@ -41,6 +41,9 @@ CASES = {
             ({"hidden_dims": [16], "num_couplings": 2, "num_parts": 2, "dropout": 0.0}, "digits")],
     "arm": [({"channels": 8, "num_blocks": 1}, "digits"),
             ({"channels": 8, "num_blocks": 1, "encoding": "one_hot", "first_kernel_size": 3}, "digits")],
+    "ddpm": [({"timesteps": 4, "width": 16, "num_blocks": 1}, "digits"),
+             ({"timesteps": 4, "width": 16, "num_blocks": 1, "schedule": "cosine", "parameterization": "levels",
+               "variance": "learned", "loss": "hybrid", "timestep_sampling": "importance"}, "digits")],
 }
 
 

@@ -175,7 +175,8 @@ def load_model(directory: Path, device: torch.device) -> Any:
     return io.load(directory, device=device)
 
 
-def evaluate_split(model: Any, data: str, split: str, num_samples: int, batch_size: int | None) -> dict[str, Any]:
+def evaluate_split(model: Any, data: str, split: str, num_samples: int | None, batch_size: int | None
+                   ) -> dict[str, Any]:
     x = load_split(data, split, device=model.device, dtype=model.dtype)
     start = time.perf_counter()
     result = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size)

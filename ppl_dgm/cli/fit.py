@@ -87,7 +87,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
                          result.best_epoch if result.val_loss else None, unit=result.unit or "loss",
                          xlabel="epoch" if engine_class.minibatches else "iteration", extra=_extra_curves(result))
     scored = "test" if val is not None else "train"  # a data file is scored on its training data, labelled so
-    if args.eval_samples and model.capabilities.likelihood != "none":
+    if args.eval_samples != 0 and model.capabilities.likelihood != "none":
         metrics[scored] = evaluate_split(model, data, scored, args.eval_samples, None)
     io.atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=2).encode())
     try:
@@ -194,9 +194,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--option", "-O", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="model constructor argument, e.g. -O latent_dim=32 (value parsed as JSON)")
-    p.add_argument("--eval-samples", type=count(0), default=1000,
-                   help="importance samples for the test evaluation written to metrics.json (0: skip; a data "
-                        "file is scored on its training data)")
+    p.add_argument("--eval-samples", type=count(0), default=None,
+                   help="importance samples for the test evaluation written to metrics.json (default: the "
+                        "model's evaluation_samples, 1000 for most; 0: skip; a data file is scored on its training data)")
     p.add_argument("--resume", action="store_true", help="continue the fit saved in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier fit in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -130,7 +130,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="test log-likelihood and sample quality of a fitted model")
     p.add_argument("dir", help="directory written by 'ppl-dgm fit'")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--num-samples", type=count(1), default=1000, help="importance samples per example")
+    p.add_argument("--num-samples", type=count(1), default=None,
+                   help="importance samples per example (default: the model's evaluation_samples, 1000 for most)")
     p.add_argument("--batch-size", type=count(1), default=None)
     p.add_argument("--split", choices=["train", "val", "test"], default=None,
                    help="split to score (default: test; train for a data file)")

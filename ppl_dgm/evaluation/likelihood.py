@@ -161,7 +161,7 @@ def log_likelihood(
     model: GenerativeModel,
     data: torch.Tensor | Mapping[str, torch.Tensor],
     *,
-    num_samples: int = 1000,
+    num_samples: int | None = None,
     batch_size: int | None = None,
     dequantize: bool | None = None,
     seed: int | None = 0,
@@ -186,8 +186,10 @@ def log_likelihood(
     Args:
         model: the model to score.
         data: examples ``(N, *event_shape)`` or a mapping with key ``"x"`` and context.
-        num_samples: importance samples ``K`` per example; for the predictive, the number of
-            guide draws of the global latents (ignored with ``posterior``: all its draws are used).
+        num_samples: importance samples ``K`` per example (default: the model's
+            ``evaluation_samples``, 1000 for most); for the predictive, the number of guide draws of the
+            global latents (ignored with ``posterior``: all its draws are used); for a model's own bound,
+            what its `evidence_lower_bound` averages over.
         batch_size: examples per pass (default: as many as fit in ~32k particle rows).
         dequantize: add uniform noise first (default: for continuous models on integer data).
         seed: seed of the sampling (``None``: use the global RNG state as is).
@@ -204,6 +206,7 @@ def log_likelihood(
                          "so it has no log-likelihood to report; compare its samples with the sample-quality metrics "
                          "instead: ppl_dgm.evaluation.sample_quality (Frechet and kernel distances, precision/recall, "
                          "two-sample test) or 'ppl-dgm evaluate RUN_DIR'")
+    num_samples = model.evaluation_samples if num_samples is None else num_samples
     for name, value in (("num_samples", num_samples), ("samples_per_draw", samples_per_draw)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -20,6 +20,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "glow": "ppl_dgm.models.flows.presets:Glow",
     "idf": "ppl_dgm.models.flows.idf:IDF",
     "arm": "ppl_dgm.models.autoregressive.arm:ARM",
+    "ddpm": "ppl_dgm.models.diffusion.ddpm:DDPM",
 }
 """The zoo: registered name -> ``"module:Class"``; the module is imported on first use."""
 

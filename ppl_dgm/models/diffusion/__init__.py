@@ -1,0 +1,1 @@
+"""Denoising diffusion probabilistic models (DDPM) with ancestral and DDIM sampling."""
