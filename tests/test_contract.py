@@ -41,6 +41,8 @@ CASES = {
             ({"hidden_dims": [16], "num_couplings": 2, "num_parts": 2, "dropout": 0.0}, "digits")],
     "arm": [({"channels": 8, "num_blocks": 1}, "digits"),
             ({"channels": 8, "num_blocks": 1, "encoding": "one_hot", "first_kernel_size": 3}, "digits")],
+    "ebm": [({"hidden_dims": [4, 8], "sample_steps": 5}, "digits"),
+            ({"network": "mlp", "hidden_dims": [16], "sample_steps": 5}, "digits")],
     "ddpm": [({"timesteps": 4, "width": 16, "num_blocks": 1}, "digits"),
              ({"timesteps": 4, "width": 16, "num_blocks": 1, "schedule": "cosine", "parameterization": "levels",
                "variance": "learned", "loss": "hybrid", "timestep_sampling": "importance"}, "digits")],

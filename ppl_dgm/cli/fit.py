@@ -134,7 +134,8 @@ def _svi_shorthands(args: argparse.Namespace, engine: str) -> dict[str, Any]:
 def _metrics(result: Any) -> dict[str, Any]:
     """metrics.json's record of a fit, with a one-line summary."""
     if result.best_val_loss is not None:
-        summary = (f"best validation loss {result.best_val_loss:.4g} {result.unit} at epoch {result.best_epoch} "
+        summary = (f"best validation figure {result.best_val_loss:.4g} ({result.validation_unit}) at epoch "
+                   f"{result.best_epoch} "
                    f"({result.epochs_run} epochs, {result.seconds:.0f} s)")
     elif "val_nll" in result.history:
         summary = (f"{result.epochs_run} iterations in {result.seconds:.1f} s; validation NLL "
@@ -143,7 +144,7 @@ def _metrics(result: Any) -> dict[str, Any]:
         summary = (f"final training loss {result.train_loss[-1]:.4g} {result.unit} ({result.epochs_run} epochs, "
                    f"{result.seconds:.0f} s)")
     return {
-        "engine": result.engine, "unit": result.unit, "train_loss": result.train_loss, "val_loss": result.val_loss,
+        "engine": result.engine, "unit": result.unit, "validation_unit": result.validation_unit, "train_loss": result.train_loss, "val_loss": result.val_loss,
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "fit_seconds": result.seconds,
         "summary": summary,

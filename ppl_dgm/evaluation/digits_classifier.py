@@ -99,7 +99,7 @@ def _shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch
 def _train(x: torch.Tensor, y: torch.Tensor, settings: dict) -> DigitsClassifier:
     """Fit a `DigitsClassifier` on ``x`` ``(N, 64)`` and labels ``y`` ``(N,)`` with ``settings`` on the CPU."""
     generator = torch.Generator().manual_seed(settings["seed"])
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # also when first asked for under no_grad
         torch.manual_seed(settings["seed"])
         net = DigitsClassifier(settings["dropout"])
         optimizer = torch.optim.AdamW(net.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])

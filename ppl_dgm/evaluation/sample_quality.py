@@ -169,6 +169,36 @@ def _check_sizes(n: int, name: str, k: int, kid_subset_size: int) -> None:
                          f"or a smaller kid_subset_size")
 
 
+def _frechet_metric(classifier: DigitsClassifier, samples: torch.Tensor, reference: torch.Tensor,
+                    batch_size: int) -> FrechetInceptionDistance:
+    """torchmetrics' Frechet distance in the classifier's features, updated with both sets."""
+    device = classifier.head.weight.device
+    metric = FrechetInceptionDistance(feature=_Features(classifier)).to(device)
+    for rows, real in ((reference, True), (samples, False)):
+        for batch in rows.to(device).split(batch_size):
+            metric.update(batch, real=real)
+    return metric
+
+
+@torch.no_grad()
+def frechet_distance(samples: torch.Tensor, reference: torch.Tensor, *, classifier: DigitsClassifier | None = None,
+                     batch_size: int = 1024) -> float:
+    """The Frechet distance alone (see `sample_quality`): cheap enough to watch a fit every epoch.
+
+    Args:
+        samples: digits ``(N, 64)`` or ``(N, 8, 8)`` with values in ``[0, 16]``, at least 2 rows.
+        reference: real digits, same layout.
+        classifier: the feature network (default: `digits_classifier` on the samples' device).
+    """
+    samples = check_digit_images(samples, "samples")
+    reference = check_digit_images(reference, "reference")
+    for name, rows in (("samples", samples), ("reference", reference)):
+        if len(rows) < 2:
+            raise ValueError(f"{name} has {len(rows)} row(s); a covariance needs at least 2")
+    classifier = digits_classifier(samples.device) if classifier is None else classifier
+    return float(_frechet_metric(classifier, samples, reference, batch_size).compute())
+
+
 @torch.no_grad()
 def sample_quality(samples: torch.Tensor, reference: torch.Tensor, *, classifier: DigitsClassifier | None = None,
                    k: int = 3, seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 200,
@@ -195,18 +225,15 @@ def sample_quality(samples: torch.Tensor, reference: torch.Tensor, *, classifier
     classifier = digits_classifier(samples.device) if classifier is None else classifier
     device = classifier.head.weight.device
     samples, reference = samples.to(device), reference.to(device)
-    extractor = _Features(classifier)
-
-    frechet = FrechetInceptionDistance(feature=extractor).to(device)
+    frechet = _frechet_metric(classifier, samples, reference, batch_size)
     with warnings.catch_warnings():  # "will save all extracted features": a few hundred rows of 64 floats here
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        kernel = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=kid_subset_size)
+        kernel = KernelInceptionDistance(feature=_Features(classifier), subsets=kid_subsets,
+                                         subset_size=kid_subset_size)
     kernel = kernel.to(device)
-    for metric in (frechet, kernel):
-        for batch in reference.split(batch_size):
-            metric.update(batch, real=True)
-        for batch in samples.split(batch_size):
-            metric.update(batch, real=False)
+    for rows, real in ((reference, True), (samples, False)):
+        for batch in rows.split(batch_size):
+            kernel.update(batch, real=real)
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from torch's global generator
         torch.manual_seed(seed)
         kid_mean, kid_std = kernel.compute()

@@ -39,7 +39,8 @@ class DenoisingEngine(Engine):
         validation_seed: seed of the steps and noise of the validation estimate.
     """
 
-    unit = "nats per example (validation; the training loss is the noise MSE per pixel)"
+    unit = "noise MSE per pixel"
+    validation_unit = "nats per example, minus the bound"
 
     def __init__(self, model: Any, *, lr: float = 1e-3, weight_decay: float = 0.0, max_grad_norm: float | None = None,
                  ema_decay: float = 0.995, history: int = 10, uniform_share: float = 0.001,

@@ -44,7 +44,9 @@ class Engine(ABC):
     minibatches: ClassVar[bool] = True
     """Whether the engine runs in the shared minibatch loop (an EM engine fits in one call)."""
     unit: ClassVar[str] = ""
-    """Unit of the training loss (the first figure of `step`) and of the validation figure."""
+    """Unit of the training loss (the first figure of `step`)."""
+    validation_unit: ClassVar[str | None] = None
+    """Unit of the validation figure, where it differs from `unit`."""
 
     def __init__(self, model: GenerativeModel, *, lr: float = 1e-3, weight_decay: float = 0.0,
                  max_grad_norm: float | None = None) -> None:

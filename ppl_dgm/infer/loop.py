@@ -34,7 +34,8 @@ class FitResult:
             or for engines without one).
         history: every figure the engine reports per step, averaged per epoch (e.g. the
             generator's and the discriminator's losses of a GAN).
-        unit: unit of ``train_loss`` and ``val_loss``.
+        unit: unit of ``train_loss``.
+        validation_unit: unit of ``val_loss``.
         best_epoch: epoch (0-based) whose parameters the model holds at the end.
         epochs_run: epochs completed, resumed ones included.
         stopped_early: whether patience ran out before ``epochs``.
@@ -46,6 +47,7 @@ class FitResult:
     val_loss: list[float] = field(default_factory=list)
     history: dict[str, list[float]] = field(default_factory=dict)
     unit: str = ""
+    validation_unit: str = ""
     best_epoch: int | None = None
     epochs_run: int = 0
     stopped_early: bool = False
@@ -82,7 +84,7 @@ def run_loop(engine: Engine, train: dict[str, torch.Tensor], val: dict[str, torc
     model.setup(add_uniform_noise(train[X]) if dequantize else train[X], **context_of(train))
     engine.prepare(rows(train, slice(0, batch_size), dequantize))
     shuffle = engine.shuffles(n, batch_size, val is not None)
-    result = FitResult(engine=engine.name, unit=engine.unit)
+    result = FitResult(engine=engine.name, unit=engine.unit, validation_unit=engine.validation_unit or engine.unit)
     if resume:
         io.load_weights(model, checkpoint_dir)
         state, history = io.load_training_state(checkpoint_dir, engine.name)

@@ -21,6 +21,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "idf": "ppl_dgm.models.flows.idf:IDF",
     "arm": "ppl_dgm.models.autoregressive.arm:ARM",
     "ddpm": "ppl_dgm.models.diffusion.ddpm:DDPM",
+    "ebm": "ppl_dgm.models.energy.ebm:EBM",
 }
 """The zoo: registered name -> ``"module:Class"``; the module is imported on first use."""
 
