@@ -20,6 +20,12 @@ BUILTIN_MODELS: dict[str, str] = {
     "glow": "ppl_dgm.models.flows.presets:Glow",
     "idf": "ppl_dgm.models.flows.idf:IDF",
     "arm": "ppl_dgm.models.autoregressive.arm:ARM",
+    "gan": "ppl_dgm.models.adversarial.gan:GAN",
+    "dcgan": "ppl_dgm.models.adversarial.dcgan:DCGAN",
+    "wgan": "ppl_dgm.models.adversarial.wgan:WGAN",
+    "wgangp": "ppl_dgm.models.adversarial.wgan:WGANGP",
+    "cgan": "ppl_dgm.models.adversarial.cgan:CGAN",
+    "stylegan": "ppl_dgm.models.adversarial.style:StyleGAN",
     "ddpm": "ppl_dgm.models.diffusion.ddpm:DDPM",
     "ebm": "ppl_dgm.models.energy.ebm:EBM",
 }
