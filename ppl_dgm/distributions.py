@@ -7,12 +7,10 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
 
-class DiscretizedLogistic(TorchDistribution):
-    """Logistic density integrated over unit bins centred on the integers ``0..num_levels-1``.
-
-    The first and last bins extend to -inf and +inf, so the masses sum to one
-    (Salimans et al., 2017, PixelCNN++). ``loc`` and ``scale`` are in data units.
-    """
+class DiscretizedLevels(TorchDistribution):
+    """Base of a continuous density integrated over unit bins centred on the integers ``0..num_levels-1``,
+    the first and last bins reaching to -inf and +inf so that the masses sum to one. ``loc`` and ``scale``
+    are in data units; subclasses give `log_prob` and `sample`."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = False
@@ -27,13 +25,21 @@ class DiscretizedLogistic(TorchDistribution):
         return constraints.integer_interval(0, self.num_levels - 1)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(DiscretizedLogistic, _instance)
+        new = self._get_checked_instance(type(self), _instance)
         new.loc = self.loc.expand(batch_shape)
         new.scale = self.scale.expand(batch_shape)
         new.num_levels = self.num_levels
-        super(DiscretizedLogistic, new).__init__(torch.Size(batch_shape), validate_args=False)
+        TorchDistribution.__init__(new, torch.Size(batch_shape), validate_args=False)
         new._validate_args = self._validate_args
         return new
+
+
+class DiscretizedLogistic(DiscretizedLevels):
+    """Logistic density integrated over unit bins centred on the integers ``0..num_levels-1``.
+
+    The first and last bins extend to -inf and +inf, so the masses sum to one
+    (Salimans et al., 2017, PixelCNN++). ``loc`` and ``scale`` are in data units.
+    """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

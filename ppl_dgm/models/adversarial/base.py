@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppl_dgm.core import Capabilities, GenerativeModel, X, Z, data_plate
-from ppl_dgm.validation import check_tensor
+from ppl_dgm.levels import UnitRangeLevels
 
 OptimizerKind = Literal["adam", "rmsprop"]
 
@@ -37,7 +37,7 @@ def input_gradient_norms(critic: nn.Module | Any, u: torch.Tensor) -> torch.Tens
     return grad.flatten(1).norm(dim=1)
 
 
-class AdversarialModel(GenerativeModel):
+class AdversarialModel(UnitRangeLevels, GenerativeModel):
     """Base of the GANs: the story ``z ~ N(0, I)``, ``x = G(z)`` recorded with ``pyro.deterministic``.
 
     Subclasses build ``self.generator`` (latents ``(N, latent_dim)`` -> ``(N, D)`` in ``(-1, 1)``) and
@@ -72,24 +72,6 @@ class AdversarialModel(GenerativeModel):
         self.event_shape = (input_dim,)
         self.register_buffer("prior_loc", torch.zeros(latent_dim), persistent=False)
         self.register_buffer("prior_scale", torch.ones(latent_dim), persistent=False)
-
-    # -- data <-> the networks' unit space ------------------------------------------------------------
-
-    def check_data(self, x: torch.Tensor) -> None:
-        """Reject data of the wrong shape, non-finite values, or values outside ``[0, num_levels - 1]``."""
-        check_tensor(x, "x", event_shape=self.event_shape)
-        low, high = float(x.min()), float(x.max())
-        if low < 0 or high > self.num_levels - 1:
-            raise ValueError(f"x must lie in [0, {self.num_levels - 1}] (num_levels={self.num_levels}), found values "
-                             f"in [{low:g}, {high:g}]; rescale the data or set num_levels")
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Data ``(N, D)`` in ``[0, num_levels - 1]`` -> the networks' space ``[-1, 1]``, same shape."""
-        return 2.0 * x / (self.num_levels - 1) - 1.0
-
-    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
-        """``(u + 1) (num_levels - 1) / 2`` clamped to ``[0, num_levels - 1]``: unit space -> data, same shape."""
-        return ((u + 1.0) * (0.5 * (self.num_levels - 1))).clamp(0.0, self.num_levels - 1)
 
     # -- the story --------------------------------------------------------------------------------------
 

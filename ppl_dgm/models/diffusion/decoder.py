@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+
+from ppl_dgm.distributions import DiscretizedLevels
 
 
 def _log_ndtr_difference(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -16,7 +17,7 @@ def _log_ndtr_difference(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tens
     return log_hi + torch.log1p(-torch.exp((log_lo - log_hi).clamp(max=0)).clamp(max=1 - 1e-12))
 
 
-class DiscretizedGaussian(TorchDistribution):
+class DiscretizedGaussian(DiscretizedLevels):
     """Gaussian mass on unit bins centred on the integers ``0..num_levels-1``; the first and last
     bins reach to -inf and +inf, so the masses sum to one (Ho et al., 2020, eq. 13).
 
@@ -25,26 +26,6 @@ class DiscretizedGaussian(TorchDistribution):
         scale: standard deviation in data units, broadcastable with ``loc``.
         num_levels: number of integer levels.
     """
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    has_rsample = False
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, num_levels: int, validate_args=None):
-        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
-        self.num_levels = int(num_levels)
-        super().__init__(self.loc.shape, validate_args=validate_args)
-
-    @constraints.dependent_property(is_discrete=True, event_dim=0)
-    def support(self):
-        return constraints.integer_interval(0, self.num_levels - 1)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(DiscretizedGaussian, _instance)
-        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
-        new.num_levels = self.num_levels
-        super(DiscretizedGaussian, new).__init__(torch.Size(batch_shape), validate_args=False)
-        new._validate_args = self._validate_args
-        return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """Log-mass of integer ``value`` (nats), shape of the broadcast of ``value`` and the batch."""

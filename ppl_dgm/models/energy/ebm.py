@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from ppl_dgm.core import Capabilities, GenerativeModel, X, data_plate
+from ppl_dgm.levels import UnitRangeLevels
 from ppl_dgm.models.energy.langevin import langevin
 from ppl_dgm.models.registry import register_model
 from ppl_dgm.nn import MLP
 from ppl_dgm.nn.mlp import ACTIVATIONS
-from ppl_dgm.validation import check_tensor
 
 ENERGY = "energy"
 """Name of the factor site that carries ``-E(x)``."""
@@ -38,7 +38,7 @@ def _conv_energy(side: int, widths: Sequence[int], activation: Activation) -> nn
 
 
 @register_model("ebm")
-class EBM(GenerativeModel):
+class EBM(UnitRangeLevels, GenerativeModel):
     """Energy-based model: the story ``pyro.factor("energy", -E(x))`` with ``x`` observed.
 
     Du & Mordatch, "Implicit Generation and Modeling with Energy-Based Models", NeurIPS 2019.
@@ -101,22 +101,6 @@ class EBM(GenerativeModel):
         self.event_shape = (input_dim,)
         self.net = (_conv_energy(side, hidden_dims, activation) if network == "conv"
                     else MLP(input_dim, hidden_dims, 1, activation))
-
-    def check_data(self, x: torch.Tensor) -> None:
-        """Reject data of the wrong shape, non-finite values, or values outside ``[0, num_levels - 1]``."""
-        check_tensor(x, "x", event_shape=self.event_shape)
-        low, high = float(x.min()), float(x.max())
-        if low < 0 or high > self.num_levels - 1:
-            raise ValueError(f"x must lie in [0, {self.num_levels - 1}] (num_levels={self.num_levels}), found values "
-                             f"in [{low:g}, {high:g}]; rescale the data or set num_levels")
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Data ``(N, D)`` in ``[0, num_levels - 1]`` -> sampling space ``[-1, 1]``, same shape."""
-        return 2.0 * x / (self.num_levels - 1) - 1.0
-
-    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
-        """Sampling space -> data range: ``(u + 1) (num_levels - 1) / 2`` clamped to ``[0, num_levels - 1]``."""
-        return ((u + 1.0) * (0.5 * (self.num_levels - 1))).clamp(0.0, self.num_levels - 1)
 
     def energy(self, u: torch.Tensor) -> torch.Tensor:
         """Energy ``E(u)`` of points ``(N, D)`` in sampling space; shape ``(N,)``, unnormalized (nats up to
