@@ -6,10 +6,12 @@ log-likelihood beside it where the model has one. Mean and spread over the seeds
 training curves and the Frechet distance of every seed as PNG.
 
     python benchmarks/sample_quality.py [--runs runs/sample_quality] [--jobs 2] [--only gan,ddpm]
-                                        [--seeds 0,1,2] [--refit] [--out benchmarks/results/sample_quality.json]
+                                        [--seeds 0,1,2] [--refit] [--rescore]
+                                        [--out benchmarks/results/sample_quality.json]
                                         [--figures docs/images/sample_quality]
 
-Fits that finished in ``RUNS/<name>/seed<k>`` are reused (``--refit`` fits them again).
+Fits that finished in ``RUNS/<name>/seed<k>`` are reused (``--refit`` fits them again), and so are their
+scores (``scores.json`` there; ``--rescore`` computes them again).
 """
 
 from __future__ import annotations
@@ -59,10 +61,15 @@ ENTRIES = [
 METRICS = ("frechet_distance", "kid_mean", "precision", "recall", "c2st_accuracy", "confident_share",
            "class_entropy")
 SAMPLES_TIMED = 1000
+SCORES_FILE = "scores.json"
 
 
-def score_run(entry: Entry, run: Path, seed: int, test: Any, classifier: Any) -> dict[str, Any]:
-    """Sample quality (and the test NLL where the model has a likelihood) of one fitted run."""
+def score_run(entry: Entry, run: Path, seed: int, test: Any, classifier: Any, rescore: bool) -> dict[str, Any]:
+    """Sample quality (and the test NLL where the model has a likelihood) of one fitted run, kept in
+    ``RUN/scores.json`` and reused while it is newer than the fit (unless ``rescore``)."""
+    cached = run / SCORES_FILE
+    if not rescore and cached.is_file() and cached.stat().st_mtime > (run / "metrics.json").stat().st_mtime:
+        return json.loads(cached.read_text())
     model = ppl_dgm.load(run)
     x = load_dataset(entry.data, "test").x
     conditional = model.capabilities.conditional  # draws the test split's labels
@@ -73,11 +80,12 @@ def score_run(entry: Entry, run: Path, seed: int, test: Any, classifier: Any) ->
     row: dict[str, Any] = {"label": entry.label, "seed": seed, "draw_seconds": seconds,
                            **sample_quality(images, test.x, classifier=classifier, seed=0).summary()}
     if model.capabilities.likelihood != "none":
-        result = ppl_dgm.log_likelihood(model, x, num_samples=1000, seed=0)
+        result = ppl_dgm.log_likelihood(model, x, seed=0)  # the model's evaluation_samples (1000; DDPM 4)
         row.update(test_nll_nats=result.nll, nll_kind=result.kind)
     metrics = json.loads((run / "metrics.json").read_text())
     row["fit_seconds"] = metrics.get("fit_seconds")
     row["samples"] = images[:16].tolist()
+    cached.write_text(json.dumps(row))
     return row
 
 
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", default=None, help="comma-separated run names, e.g. gan,ddpm (default: all)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the fits")
     parser.add_argument("--refit", action="store_true", help="fit again even where a finished fit exists")
+    parser.add_argument("--rescore", action="store_true", help="score again even where a run's scores.json exists")
     parser.add_argument("--out", default="benchmarks/results/sample_quality.json")
     parser.add_argument("--figures", default="docs/images/sample_quality", help="directory for the PNG figures")
     args = parser.parse_args(argv)
@@ -159,14 +168,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     entries = [e for e in ENTRIES if args.only is None or e.slug in args.only.lower().split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(e, runs / e.slug / f"seed{s}", ("--seed", str(s))) for e in entries for s in seeds]
-    fit_all(jobs, args.jobs, args.refit)
+    fit_all(sorted(jobs, key=lambda job: job[0].fit != DENOISING), args.jobs, args.refit)  # the longest fits first
     torch.set_num_threads(os.cpu_count() or 1)
     test = load_dataset("digits", "test")
     classifier = digits_classifier()
     floors = [real_data_floor("test", classifier=classifier, seed=s).summary() for s in seeds]
     floor = {key: statistics.fmean(f[key] for f in floors) for key in METRICS}  # one train subset per seed
     floor.update({f"{key}_sd": _mean_sd([f[key] for f in floors])[1] for key in METRICS})
-    rows = [score_run(entry, run, int(flags[1]), test, classifier) for entry, run, flags in jobs if is_fitted(run)]
+    rows = [score_run(entry, run, int(flags[1]), test, classifier, args.rescore)
+            for entry, run, flags in jobs if is_fitted(run)]
     summaries = aggregate(rows, floor)
     table = markdown(summaries, floor)
     written = figures(rows, summaries, floor, test, entries, runs, Path(args.figures))
