@@ -18,6 +18,8 @@ from ppl_dgm.models.diffusion.sampling import respaced_steps, sample_images
 from ppl_dgm.models.diffusion.schedules import Chain, noise_schedule
 from ppl_dgm.traces import log_importance_weights
 
+from helpers import DiagonalGaussian
+
 TINY = dict(input_dim=4, num_levels=5, timesteps=3, width=16, num_blocks=1, schedule="linear", parameterization="eps",
             variance="fixed", loss="simple", dropout=0.0)
 
@@ -391,8 +393,6 @@ def test_importance_sampling_starts_uniform_then_follows_the_history():
 
 
 def test_engine_refuses_a_model_without_the_diffusion_members():
-    from tests.helpers import DiagonalGaussian
-
     with pytest.raises(TypeError, match="training_loss"):
         DenoisingEngine(DiagonalGaussian())
 
