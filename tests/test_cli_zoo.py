@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from test_contract import CASES
 
 from ppl_dgm.cli import main
 from ppl_dgm.models import get_model_class
-
-from test_contract import CASES
 
 NEW_FAMILIES = ["gan", "dcgan", "wgan", "wgangp", "cgan", "stylegan", "ddpm", "ebm"]
 

@@ -354,7 +354,8 @@ def test_svi_improves_the_likelihood_and_ends_near_em():
 def test_svi_with_lengths_as_context(data):
     x, lengths = _padded(data, LENGTHS)
     model = HMM(2, covariance_type="diag", random_state=0, posterior="normal")
-    result = ppl_dgm.fit(model, {"x": x, "lengths": lengths}, engine="svi", epochs=5, batch_size=2, lr=0.05, progress=False, seed=0)
+    result = ppl_dgm.fit(model, {"x": x, "lengths": lengths}, engine="svi", epochs=5, batch_size=2, lr=0.05,
+                         progress=False, seed=0)
     assert len(result.train_loss) == 5 and all(math.isfinite(v) for v in result.train_loss)
     assert np.isfinite(model.means_).all() and model.uses_guide_point
     assert ppl_dgm.draw(model, 3).shape == (3, max(LENGTHS), 2)

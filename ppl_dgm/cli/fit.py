@@ -144,7 +144,8 @@ def _metrics(result: Any) -> dict[str, Any]:
         summary = (f"final training loss {result.train_loss[-1]:.4g} {result.unit} ({result.epochs_run} epochs, "
                    f"{result.seconds:.0f} s)")
     return {
-        "engine": result.engine, "unit": result.unit, "validation_unit": result.validation_unit, "train_loss": result.train_loss, "val_loss": result.val_loss,
+        "engine": result.engine, "unit": result.unit, "validation_unit": result.validation_unit,
+        "train_loss": result.train_loss, "val_loss": result.val_loss,
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "fit_seconds": result.seconds,
         "summary": summary,
@@ -197,7 +198,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="model constructor argument, e.g. -O latent_dim=32 (value parsed as JSON)")
     p.add_argument("--eval-samples", type=count(0), default=None,
                    help="importance samples for the test evaluation written to metrics.json (default: the "
-                        "model's evaluation_samples, 1000 for most; 0: skip; a data file is scored on its training data)")
+                        "model's evaluation_samples, 1000 for most; 0: skip; a data file is scored on its "
+                        "training data)")
     p.add_argument("--resume", action="store_true", help="continue the fit saved in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier fit in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -16,8 +16,8 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from ppl_dgm.core import DATA, GenerativeModel, X
-from ppl_dgm.infer.mcmc import nuts
 from ppl_dgm.infer.fitting import fit
+from ppl_dgm.infer.mcmc import nuts
 from ppl_dgm.posterior import posterior_draws
 from ppl_dgm.traces import in_data_plate, is_latent
 

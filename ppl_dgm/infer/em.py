@@ -55,7 +55,8 @@ class EMEngine(Engine):
         start = time.perf_counter()
         self.model.fit_data(add_uniform_noise(x) if dequantize else x)
         history = [-value for value in self.model.fit_history()]
-        result = FitResult(engine=self.name, unit=self.unit, validation_unit=self.unit, train_loss=history, history={"nll": list(history)},
+        result = FitResult(engine=self.name, unit=self.unit, validation_unit=self.unit, train_loss=history,
+                           history={"nll": list(history)},
                            epochs_run=len(history), best_epoch=max(len(history) - 1, 0))
         if val is not None:  # one figure, for the fitted model: EM has no epochs to stop early at
             result.history["val_nll"] = [log_likelihood(self.model, val[X], num_samples=1).nll]
