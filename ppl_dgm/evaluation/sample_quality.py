@@ -267,7 +267,9 @@ def real_data_floor(split: Literal["val", "test"] = "test", *, n: int | None = N
     Args:
         split: the reference split (``"test"``: 447 rows; ``"val"``: 350 rows).
         n: rows of the train split to draw (default: as many as ``split`` has; at most 1000).
-        classifier, seed, options: as for `sample_quality` (``seed`` also picks the train rows).
+        classifier: as for `sample_quality`.
+        seed: as for `sample_quality`; it also picks the train rows.
+        **options: further arguments of `sample_quality`.
     """
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test' (held out from the train split), got {split!r}")

@@ -38,8 +38,10 @@ class ContrastiveEngine(Engine):
 
     Args:
         model: the energy-based model; fitted in place.
-        lr, weight_decay, max_grad_norm: see `Engine`; the optimizer is AdamW with ``betas=(0, 0.999)``
-            (no momentum: the negatives, and with them the gradient, move every step).
+        lr: learning rate of AdamW with ``betas=(0, 0.999)`` (no momentum: the negatives, and with them the
+            gradient, move every step).
+        weight_decay: decoupled weight decay.
+        max_grad_norm: gradient clipping (see `Engine`).
         alpha: weight of the energy regularizer ``E(x+)^2 + E(x-)^2`` (keeps energies near 0).
         steps: Langevin updates per training step (fewer than a draw's: on the digits, training on 20-step
             chains and drawing with 40 gave better samples than 40 and 40).
