@@ -8,7 +8,7 @@ import torch
 
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.infer.engine import Engine, register_engine
-from ppl_dgm.infer.sample_validation import sample_frechet
+from ppl_dgm.infer.sample_validation import ValidatesBySamples
 from ppl_dgm.sites import context_of
 
 REQUIRED = ("generate", "discriminator_loss", "generator_loss", "generator_parameters", "discriminator_parameters")
@@ -18,7 +18,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.AdamW,
 
 
 @register_engine("adversarial")
-class AdversarialEngine(Engine):
+class AdversarialEngine(ValidatesBySamples, Engine):
     """Alternating updates of a GAN's discriminator and generator, each with its own optimizer.
 
     Each step shows the discriminator the real minibatch and as many fresh generated images (with the
@@ -39,7 +39,6 @@ class AdversarialEngine(Engine):
 
     unit = "discriminator loss"
     """The model's own: nats for the cross-entropy GANs, critic units for the Wasserstein ones."""
-    validation_unit = "Frechet distance of draws from the validation digits"
 
     def __init__(self, model: GenerativeModel, *, n_critic: int | None = None, **common: Any) -> None:
         super().__init__(model, **common)
@@ -97,11 +96,6 @@ class AdversarialEngine(Engine):
             with torch.no_grad():
                 generator = float(model.generator_loss(fake, **context))
         return {"discriminator": discriminator, "generator": generator}
-
-    def validation_loss(self, batch: dict[str, torch.Tensor]) -> float | None:
-        """The Frechet distance of as many draws as ``batch`` has rows from its digits (seeded; with its labels
-        for a conditional model); ``None`` for data other than 8x8 digits."""
-        return sample_frechet(self.model, batch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator_optimizer": self.generator_optimizer.state_dict(),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ppl_dgm.infer.engine import Engine, register_engine
-from ppl_dgm.infer.sample_validation import sample_frechet
+from ppl_dgm.infer.sample_validation import ValidatesBySamples
 from ppl_dgm.sites import X
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ REQUIRED = ("to_unit", "energy", "noise", "langevin")
 
 
 @register_engine("contrastive")
-class ContrastiveEngine(Engine):
+class ContrastiveEngine(ValidatesBySamples, Engine):
     """Fit an energy ``E`` by contrastive divergence (Du & Mordatch, 2019).
 
     Each step draws negatives by Langevin dynamics started from a replay buffer of earlier
@@ -52,7 +52,6 @@ class ContrastiveEngine(Engine):
     """
 
     unit = "energy"
-    validation_unit = "Frechet distance of draws from the validation digits"
 
     def __init__(self, model: GenerativeModel, *, lr: float = 1e-3, weight_decay: float = 0.0,
                  max_grad_norm: float | None = None, alpha: float = 1.0, steps: int = 20,
@@ -114,11 +113,6 @@ class ContrastiveEngine(Engine):
         value = self.update(loss, self.optimizer, what="contrastive divergence")
         means = torch.stack([e_pos.detach().mean(), e_neg.detach().mean()]).tolist()
         return {"loss": value, "energy_data": means[0], "energy_samples": means[1]}
-
-    def validation_loss(self, batch: dict[str, torch.Tensor]) -> float | None:
-        """The Frechet distance of as many draws as ``batch`` has rows from its digits (seeded); ``None`` for
-        data other than 8x8 digits."""
-        return sample_frechet(self.model, batch)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state and the replay buffer ``(buffer_size, D)``."""

@@ -38,12 +38,6 @@ class EMEngine(Engine):
                             f"'{model.default_engine if model.default_engine != 'em' else 'svi'}'")
         self.dequantize = dequantize
 
-    def prepare(self, first_batch: dict[str, torch.Tensor]) -> None:
-        """Nothing to build: the estimator keeps its own state."""
-
-    def step(self, batch: dict[str, torch.Tensor], dataset_size: int) -> dict[str, float]:
-        raise NotImplementedError("EMEngine fits all of the data in one call (run), not step by step")
-
     def run(self, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor] | None, *,
             checkpoint_dir: str | Path | None = None, resume: bool = False, **loop: Any) -> FitResult:
         """Fit by ``fit_data``; the loop's minibatch settings do not apply."""

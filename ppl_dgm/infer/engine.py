@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -26,7 +25,7 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss or gradient is NaN/inf; the model keeps its last good parameters."""
 
 
-class Engine(ABC):
+class Engine:
     """One way of fitting a model, driven by the shared loop over shuffled minibatches.
 
     Subclasses take their own options as keyword-only constructor arguments (validated there,
@@ -60,18 +59,24 @@ class Engine(ABC):
         batch (default: no). Called once, before `prepare`."""
         return False
 
-    @abstractmethod
-    def prepare(self, first_batch: dict[str, torch.Tensor]) -> None:
-        """Build the optimizers (and anything else that needs the model's final parameters), after
-        ``model.setup`` ran on the training data. ``first_batch`` is a training minibatch (already
-        dequantized when `dequantizes` said so), e.g. to create lazily built parameters."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in ("prepare", "step") if getattr(cls, name) is getattr(Engine, name)]
+        if cls.minibatches and missing:
+            raise TypeError(f"{cls.__name__} runs in the minibatch loop and must define {' and '.join(missing)}")
 
-    @abstractmethod
+    def prepare(self, first_batch: dict[str, torch.Tensor]) -> None:
+        """(Every minibatch engine defines it.) Build the optimizers (and anything else that needs the
+        model's final parameters), after ``model.setup`` ran on the training data. ``first_batch`` is a
+        training minibatch (already dequantized when `dequantizes` said so), e.g. to create lazily built
+        parameters."""
+
     def step(self, batch: dict[str, torch.Tensor], dataset_size: int) -> dict[str, float]:
-        """One update on a minibatch; returns this step's named figures (plain floats). The first
-        entry is the training loss the loop reports and records as ``train_loss``; every entry is
-        averaged over the epoch into ``FitResult.history``. Use `update` for each optimizer step so
-        that non-finite values and gradient clipping are handled the same way everywhere."""
+        """(Every minibatch engine defines it.) One update on a minibatch; returns this step's named
+        figures (plain floats). The first entry is the training loss the loop reports and records as
+        ``train_loss``; every entry is averaged over the epoch into ``FitResult.history``. Use `update`
+        for each optimizer step so that non-finite values and gradient clipping are handled the same
+        way everywhere."""
 
     def shuffles(self, dataset_size: int, batch_size: int, validating: bool) -> bool:
         """Whether the loop shuffles the rows each epoch (default yes); called after `prepare`. An engine

@@ -91,7 +91,7 @@ def run_loop(engine: Engine, train: dict[str, torch.Tensor], val: dict[str, torc
         engine.load_state_dict(state)
         for key in ("train_loss", "val_loss", "history", "best_epoch", "epochs_run"):
             setattr(result, key, history[key])
-    best = _snapshot(engine, result)
+    best = _snapshot(engine, result) if val is not None else None  # kept if no epoch beats a resumed best
     last_saved = start = time.perf_counter()
 
     def checkpoint(snapshot: dict[str, Any]) -> None:

@@ -21,6 +21,18 @@ def looks_like_digits(x: torch.Tensor) -> bool:
             and float(x.max()) <= MAX_LEVEL)
 
 
+class ValidatesBySamples:
+    """Mixin of engines whose models have no likelihood: their validation figure is `sample_frechet`."""
+
+    model: Any
+    validation_unit = "Frechet distance of draws from the validation digits"
+
+    def validation_loss(self, batch: dict[str, torch.Tensor]) -> float | None:
+        """The Frechet distance of as many seeded draws as ``batch`` has rows (with its labels for a
+        conditional model) from its digits; ``None`` for data other than 8x8 digits."""
+        return sample_frechet(self.model, batch)
+
+
 @torch.no_grad()
 def sample_frechet(model: Any, batch: dict[str, torch.Tensor], seed: int = 0) -> float | None:
     """Frechet distance between as many draws of ``model`` as ``batch`` has rows (with the batch's context,
