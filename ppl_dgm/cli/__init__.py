@@ -1,15 +1,15 @@
-"""The ``ppl-dgm`` command line: list, fit, evaluate, sample, diagnose, demo, compress, decompress."""
+"""The ``ppl-dgm`` command line: list, fit, evaluate, sample, views, diagnose, demo, compress, decompress."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ppl_dgm.cli import compress, diagnose, fit, results
+from ppl_dgm.cli import compress, diagnose, fit, results, views
 from ppl_dgm.cli.common import Parser
 from ppl_dgm.infer import NonFiniteLossError
 
-COMMAND_MODULES = (results, fit, diagnose, compress)
+COMMAND_MODULES = (results, fit, diagnose, compress, views)
 """Each adds its subcommands to the parser (``add_parsers``), in the order ``--help`` lists them."""
 
 

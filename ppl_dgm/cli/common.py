@@ -122,6 +122,19 @@ def load_split(data: str, split: str, device: torch.device | None = None,
     return load_dataset(data, split, device=device, dtype=dtype).x
 
 
+def split_data(model: Any, data: str, split: str, device: torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> Any:
+    """A split's ``x``, with its labels as context ``y`` for a conditional model (``{"x": x, "y": labels}``)."""
+    x = load_split(data, split, device, dtype)
+    if not model.capabilities.conditional:
+        return x
+    labels = None if is_data_file(data) else load_dataset(data, split, device=device).y
+    if labels is None:
+        raise UsageError(f"{type(model).__name__} is conditional on labels, and {data} has none; pick a labelled "
+                         "data set (e.g. digits)")
+    return {"x": x, "y": labels}
+
+
 NUM_DIGIT_CLASSES = 10
 """Labels a conditional model is asked for in sample grids (the digits' classes)."""
 
@@ -177,7 +190,7 @@ def load_model(directory: Path, device: torch.device) -> Any:
 
 def evaluate_split(model: Any, data: str, split: str, num_samples: int | None, batch_size: int | None
                    ) -> dict[str, Any]:
-    x = load_split(data, split, device=model.device, dtype=model.dtype)
+    x = split_data(model, data, split, device=model.device, dtype=model.dtype)
     start = time.perf_counter()
     result = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size)
     return {"data": data, "split": split, **result.summary(), "seconds": time.perf_counter() - start}

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-import torch
 
 from ppl_dgm import io, plots
 from ppl_dgm.cli.common import (
@@ -24,7 +23,6 @@ from ppl_dgm.cli.common import (
     data_spec,
     evaluate_split,
     load_model,
-    load_split,
     model_class_of,
     model_options,
     non_negative_float,
@@ -32,8 +30,8 @@ from ppl_dgm.cli.common import (
     positive_float,
     read_run,
     save_samples,
+    split_data,
 )
-from ppl_dgm.datasets import load_dataset
 from ppl_dgm.infer import fit, get_engine_class, list_engines
 from ppl_dgm.infer.objectives import OBJECTIVES
 from ppl_dgm.user_code import is_data_file
@@ -67,8 +65,8 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
         model = model_class(**model_settings).to(device)
     engine = model.default_engine if args.engine == "auto" else args.engine
     engine_class = get_engine_class(engine)
-    train = _with_labels(model, data, "train", device)
-    val = None if is_data_file(data) else _with_labels(model, data, "val", device)  # a data file: all training data
+    train = split_data(model, data, "train", device)
+    val = None if is_data_file(data) else split_data(model, data, "val", device)  # a data file: all training data
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k)
                 for k in ("epochs", "batch_size", "lr", "weight_decay", "max_grad_norm", "patience")}
@@ -108,18 +106,6 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     print(f"results in {out}: {io.CONFIG_FILE} + {io.WEIGHTS_FILE} (checkpoint), {resumable}"
           f"{RUN_FILE}, {METRICS_FILE}, {', '.join(figures)}")
     return metrics
-
-
-def _with_labels(model: Any, data: str, split: str, device: torch.device) -> Any:
-    """A split's ``x``, with its labels as context ``y`` for a conditional model."""
-    x = load_split(data, split, device)
-    if not model.capabilities.conditional:
-        return x
-    labels = None if is_data_file(data) else load_dataset(data, split, device=device).y
-    if labels is None:
-        raise UsageError(f"{type(model).__name__} is conditional on labels, and {data} has none; pick a labelled "
-                         "data set (e.g. digits)")
-    return {"x": x, "y": labels}
 
 
 def _svi_shorthands(args: argparse.Namespace, engine: str) -> dict[str, Any]:
