@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from pyro import poutine
 from pyro.distributions import Delta
+from pyro.distributions.util import is_identically_zero
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.rings import LogRing
@@ -40,6 +41,10 @@ class LogWeights(NamedTuple):
             ``"prior"`` (model sites the guide lacks, drawn from the prior), ``"enumerated"``
             (discrete sites marked for enumeration, summed out exactly); empty without local latents.
         prior_globals: the model's latent sites outside the plate that the guide does not sample.
+        score: shape ``(K, N)`` or ``0.0``: per particle and example, the sum of the score functions
+            ``score_parts(z).score_function`` of the guide's local sites whose reparameterized sampler
+            needs a correction (a rejection sampler's ``log pi(eps | theta)``, Naesseth et al., 2017);
+            objectives add ``weight * grad score`` to the gradient. ``0.0`` for plain reparameterized guides.
     """
 
     local: torch.Tensor
@@ -48,6 +53,7 @@ class LogWeights(NamedTuple):
     not_reparameterized: tuple[str, ...]
     proposals: frozenset[str] = frozenset()
     prior_globals: tuple[str, ...] = ()
+    score: torch.Tensor | float = 0.0
 
 
 def in_data_plate(site: dict) -> bool:
@@ -99,6 +105,23 @@ def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False, skip: fr
         log_p = log_p.movedim(frame.dim, 0)
         local = local + log_p.reshape(batch_size, -1).sum(-1)
     return local, global_
+
+
+def rejection_scores(trace: Trace, batch_size: int) -> torch.Tensor | float:
+    """Per example ``(batch_size,)``, the summed score functions of a guide trace's reparameterized local sites
+    whose ``score_parts`` reports one (``0.0`` when none does: every ordinary ``rsample``)."""
+    total: torch.Tensor | float = 0.0
+    for site in trace.nodes.values():
+        if not (is_latent(site) and in_data_plate(site) and site["fn"].has_rsample):
+            continue
+        score = site["fn"].score_parts(site["value"]).score_function
+        if is_identically_zero(score):
+            continue
+        if site["mask"] is not None:
+            score = score * site["mask"]
+        frame = next(f for f in site["cond_indep_stack"] if f.name == DATA)
+        total = total + score.movedim(frame.dim, 0).reshape(batch_size, -1).sum(-1)
+    return total
 
 
 def plate_nesting(trace: Trace) -> int:
@@ -197,6 +220,7 @@ def log_importance_weights(
         model_local, model_global = site_log_probs(model_trace, rows, scaled, from_prior)
     guide_local, guide_global = site_log_probs(guide_trace, rows, scaled)
     local = torch.as_tensor(model_local - guide_local, device=x.device)
+    score = rejection_scores(guide_trace, rows)
     local_latents = [name for name, site in model_trace.nodes.items() if is_latent(site) and in_data_plate(site)]
     proposals = frozenset("enumerated" if name in enumerated else "prior" if name in from_prior else "guide"
                           for name in local_latents)
@@ -211,6 +235,7 @@ def log_importance_weights(
         ),
         proposals,
         tuple(name for name in from_prior if not in_data_plate(model_trace.nodes[name])),
+        score if isinstance(score, float) else score.reshape(num_particles, n),
     )
 
 

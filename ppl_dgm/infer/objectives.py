@@ -35,6 +35,12 @@ def _require_reparameterized(names: tuple[str, ...]) -> None:
         )
 
 
+def score_correction(score: torch.Tensor | float) -> torch.Tensor | float:
+    """``score - score.detach()``: zero in value, ``grad score`` in gradient. Multiplied by a detached bound it
+    adds the score-function part of a partly reparameterized (rejection) sampler's gradient (`LogWeights.score`)."""
+    return score - score.detach() if isinstance(score, torch.Tensor) else 0.0
+
+
 class ELBO:
     """Evidence lower bound from reparameterized guide samples (Trace_ELBO's estimator).
 
@@ -51,7 +57,8 @@ class ELBO:
         x = batch[X]
         weights = log_importance_weights(model, x, self.num_particles, context_of(batch), scaled=True)
         _require_reparameterized(weights.not_reparameterized)
-        return -(dataset_size / x.shape[0] * weights.local.mean(0).sum() + weights.global_)
+        local = weights.local + weights.local.detach() * score_correction(weights.score)
+        return -(dataset_size / x.shape[0] * local.mean(0).sum() + weights.global_)
 
 
 class RenyiELBO:
@@ -80,6 +87,9 @@ class RenyiELBO:
         one_minus_alpha = 1.0 - self.alpha
         scaled = one_minus_alpha * weights.local
         bound = (torch.logsumexp(scaled, 0) - math.log(self.num_particles)) / one_minus_alpha
+        correction = score_correction(weights.score)
+        if isinstance(correction, torch.Tensor):  # the bound depends on every particle's draw
+            bound = bound + bound.detach() * correction.sum(0)
         return -(dataset_size / x.shape[0] * bound.sum() + weights.global_)
 
 
