@@ -33,6 +33,7 @@ from ppl_dgm.cli.common import (
     split_data,
 )
 from ppl_dgm.infer import fit, get_engine_class, list_engines
+from ppl_dgm.infer.fitting import engine_options
 from ppl_dgm.infer.objectives import OBJECTIVES
 from ppl_dgm.user_code import is_data_file
 from ppl_dgm.validation import check_device
@@ -109,9 +110,9 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _svi_shorthands(args: argparse.Namespace, engine: str) -> dict[str, Any]:
-    """``--objective`` and ``--num-particles``, which only SVI takes."""
+    """``--objective`` and ``--num-particles``, for the engines that take them (SVI and its kin)."""
     given = {k: getattr(args, k) for k in ("objective", "num_particles") if getattr(args, k) is not None}
-    if given and engine != "svi":
+    if given and not set(given) <= set(engine_options(get_engine_class(engine))):
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UsageError(f"{flags} set(s) the SVI objective; the {engine!r} engine takes its options as -E KEY=VALUE")
     return given
