@@ -46,6 +46,20 @@ CASES = {
     "wgan": [({"latent_dim": 4, "channels": 4, "n_critic": 1}, "digits"),  # one step updates the generator too
              ({"latent_dim": 4, "network": "mlp", "hidden_dims": [16], "n_critic": 1}, "digits")],
     "wgangp": [({"latent_dim": 4, "channels": 4, "n_critic": 1}, "digits")],
+    "cvae": [({"hidden_dims": [16], "latent_dim": 3}, "digits")],
+    "vampprior": [({"hidden_dims": [16], "latent_dim": 3, "num_pseudo_inputs": 5}, "digits")],
+    "betavae": [({"hidden_dims": [16], "latent_dim": 3, "beta": 4.0}, "digits")],
+    "betatcvae": [({"hidden_dims": [16], "latent_dim": 3}, "digits"),
+                  ({"hidden_dims": [16], "latent_dim": 3, "likelihood": "discretized_logistic", "alpha": 0.0},
+                   "digits")],
+    "vqvae": [({"hidden_dims": [16], "num_positions": 3, "code_dim": 2, "num_codes": 4,
+                "prior_hidden_dims": [8], "codebook": codebook}, "digits") for codebook in ("ema", "loss")],
+    "svae": [({"hidden_dims": [16], "latent_dim": 3}, "digits")],
+    "hvae": [({"hidden_dims": [16], "latent_dims": [3, 2], "ladder_width": 8, "likelihood": likelihood}, "digits")
+             for likelihood in ("categorical", "discretized_logistic")],
+    "flowvae": [({"hidden_dims": [16], "latent_dim": 3, "num_flows": 2, "context_dim": 4, "flow_hidden": 8,
+                  "flow": flow, "likelihood": "categorical"}, "digits")
+                for flow in ("planar", "householder", "sylvester", "iaf")],
     "cgan": [({"latent_dim": 4, "hidden_dims": [16]}, "digits"),
              ({"latent_dim": 4, "hidden_dims": [16], "conditioning": "concat"}, "digits")],
     "stylegan": [({"latent_dim": 4, "style_dim": 8, "mapping_layers": 2, "channels": 4}, "digits")],
@@ -77,7 +91,9 @@ def _context(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
 def _built(name: str, kwargs: dict, x: torch.Tensor, device) -> torch.nn.Module:
     """A model of the registry, moved to ``device`` and set up on ``x`` as fit would."""
     model = get_model_class(name)(**kwargs).to(device)
-    model.setup(x)
+    if x.dtype == torch.float64:  # set up in the dtype it will run in
+        model = model.double()
+    model.setup(x, **_context(model, x))
     return model
 
 
@@ -89,7 +105,7 @@ PARAMS = [pytest.param(name, kwargs, data, id=f"{name}-{i}")
 def test_sample_shape_and_support(name, kwargs, data, device):
     x = _data(data, device)
     model = _built(name, kwargs, x, device)
-    samples = ppl_dgm.draw(model, 7)
+    samples = ppl_dgm.draw(model, 7, **_context(model, x[:7]))
     assert samples.shape == (7, *x.shape[1:])
     assert samples.device.type == device.type and samples.dtype == model.dtype
     model.check_data(samples)  # draws lie in the support the model scores
@@ -103,7 +119,7 @@ def test_log_likelihood_is_finite(name, kwargs, data, device):
         with pytest.raises(ValueError, match="defines no normalized likelihood.*sample-quality metrics"):
             ppl_dgm.log_likelihood(model, x, num_samples=8)
         return
-    result = ppl_dgm.log_likelihood(model, x, num_samples=8)
+    result = ppl_dgm.log_likelihood(model, {"x": x, **_context(model, x)}, num_samples=8)
     assert result.per_sample.shape == (20,)
     assert torch.isfinite(result.per_sample).all()
     assert math.isfinite(result.stderr)
@@ -123,14 +139,25 @@ def test_gradients_reach_every_parameter(name, kwargs, data, device):
     model = _built(name, kwargs, x, device)
     if model.default_engine in ("svi", "em"):  # the story's bound
         with pyro.validation_enabled(True):
-            loss = make_objective("elbo", model=model).loss(model, {"x": x}, dataset_size=20)
+            loss = make_objective("elbo", model=model).loss(model, {"x": x, **_context(model, x)}, dataset_size=20)
         loss.backward()
-    else:  # the engine's own objective(s)
-        _one_engine_step(model, x)
+        for pname, param in model.named_parameters():
+            assert param.grad is not None, f"no gradient reaches {pname}"
+            assert torch.isfinite(param.grad).all(), pname
+            assert param.grad.abs().sum() > 0, f"zero gradient at {pname}"
+        return
+    # the engine's own objective(s): a gradient from one step, or else a move over a short fit (an engine may
+    # update some parameters without a gradient, a VQ-VAE's EMA codebook, or in a later stage, its code prior)
+    before = {pname: param.detach().clone() for pname, param in model.named_parameters()}
+    _one_engine_step(model, x)
     for pname, param in model.named_parameters():
-        assert param.grad is not None, f"no gradient reaches {pname}"
-        assert torch.isfinite(param.grad).all(), pname
-        assert param.grad.abs().sum() > 0, f"zero gradient at {pname}"
+        assert param.grad is None or torch.isfinite(param.grad).all(), pname
+    idle = [pname for pname, param in model.named_parameters() if param.grad is None or not param.grad.abs().sum()]
+    if idle:
+        ppl_dgm.fit(model, {"x": x, **_context(model, x)}, epochs=1, batch_size=10, progress=False)
+        params = dict(model.named_parameters())
+        for pname in idle:
+            assert not torch.equal(params[pname].detach(), before[pname]), f"{pname}: no gradient, and no move in a fit"
 
 
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
@@ -147,9 +174,9 @@ def test_save_load_gives_identical_outputs(name, kwargs, data, device, tmp_path)
     for m in (model, loaded):
         m.eval()
         torch.manual_seed(3)
-        scores = ppl_dgm.log_likelihood(m, x, num_samples=4, seed=3).per_sample \
+        scores = ppl_dgm.log_likelihood(m, {"x": x, **_context(m, x)}, num_samples=4, seed=3).per_sample \
             if m.capabilities.likelihood != "none" else torch.zeros(())
-        outputs.append((scores, ppl_dgm.draw(m, 5)))
+        outputs.append((scores, ppl_dgm.draw(m, 5, **_context(m, x[:5]))))
     assert torch.equal(outputs[0][0], outputs[1][0])
     assert torch.equal(outputs[0][1], outputs[1][1])
 
@@ -157,13 +184,13 @@ def test_save_load_gives_identical_outputs(name, kwargs, data, device, tmp_path)
 @pytest.mark.parametrize("name,kwargs,data", PARAMS)
 def test_float64_is_honoured(name, kwargs, data):
     x = _data(data, "cpu", torch.float64)
-    model = _built(name, kwargs, x, "cpu").double()
+    model = _built(name, kwargs, x, "cpu")
     if model.capabilities.likelihood == "none":  # no weights to score; its engine trains in float64
         _one_engine_step(model, x)
         assert all(p.grad is None or p.grad.dtype == torch.float64 for p in model.parameters())
     else:
-        assert log_importance_weights(model, x, 2).local.dtype == torch.float64
-    assert ppl_dgm.draw(model, 3).dtype == torch.float64
+        assert log_importance_weights(model, x, 2, _context(model, x)).local.dtype == torch.float64
+    assert ppl_dgm.draw(model, 3, **_context(model, x[:3])).dtype == torch.float64
 
 
 # The classical estimators: a guide derived from a trace of the story, checkpoints of SVI fits.

@@ -60,7 +60,8 @@ def latent_usage(model: Any, data: torch.Tensor | Mapping[str, torch.Tensor],
 
     Args:
         model: a model with ``posterior_mean(x, **ctx) -> (N, k)`` (and optionally
-            ``kl_per_dim(x, **ctx) -> (N, k) | None``), e.g. one of the VAE family.
+            ``kl_per_dim(x, **ctx) -> (N, k) | None``), e.g. one of the VAE family; a hierarchical one
+            with ``layer_means(x, **ctx)`` (a list of ``(N, k_i)``) is measured over all its layers.
         data: examples ``(N, D)`` or a mapping with key ``"x"`` and context (labels ``"y"``).
         threshold: activity above which a dimension is active.
 
@@ -75,7 +76,8 @@ def latent_usage(model: Any, data: torch.Tensor | Mapping[str, torch.Tensor],
     was_training = model.training
     model.eval()
     try:
-        means = model.posterior_mean(x, **context)
+        layered = callable(getattr(model, "layer_means", None))  # a hierarchy: every layer, as kl_per_dim lays out
+        means = torch.cat(model.layer_means(x, **context), -1) if layered else model.posterior_mean(x, **context)
         kl = model.kl_per_dim(x, **context) if callable(getattr(model, "kl_per_dim", None)) else None
     finally:
         model.train(was_training)
