@@ -25,11 +25,13 @@ class Entry:
     data: str = "digits"
     options: dict[str, Any] = field(default_factory=dict)
     fit: tuple[str, ...] = ()
+    name: str | None = None
 
     @property
     def slug(self) -> str:
-        """Its run directory's name (and what ``--only`` takes): the label in lower case, ``_`` for the rest."""
-        return re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
+        """Its run directory's name (and what ``--only`` takes): ``name`` if given, else the label in lower case,
+        ``_`` for the rest."""
+        return self.name or re.sub(r"[^a-z0-9]+", "_", self.label.lower()).strip("_")
 
     @property
     def args(self) -> list[str]:
