@@ -27,6 +27,7 @@ from ppl_dgm.evaluation.latents import ACTIVITY_THRESHOLD  # noqa: E402
 from ppl_dgm.models.vae.ladder import HierarchicalVAE  # noqa: E402
 
 
+@torch.no_grad()
 def figure(model: HierarchicalVAE, test_x: torch.Tensor, path: Path, seed: int) -> dict[str, list]:
     """Draws from the model (the mean of ``p(x | z_1)`` at ``z ~ p(z)``, as pixel noise hides the shapes) beside
     the KL per latent dimension of each layer (test split); returns the per-layer figures."""
