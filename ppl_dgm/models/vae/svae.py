@@ -29,10 +29,10 @@ class SVAE(AmortizedVAE):
     for ``m = 2``, the 2-sphere for ``m = 3``) the codes can spread over the whole sphere.
     The guide's samples are reparameterized (Wood's rejection sampler + a Householder reflection); the
     rejection step's gradient correction (Naesseth et al., 2017) is carried by ``VonMisesFisher.score_parts``.
-    Pyro's ELBOs use it (``ppl_dgm.fit(..., objective=pyro.infer.Trace_ELBO())``); ppl_dgm's ``"elbo"`` and
-    ``"iwae"`` read only ``log_prob`` and the reparameterized sample, so they leave it out (a biased
-    ``kappa``-gradient; see the docs page). ``KL(q || p) = log |S^{m-1}| - H(q)`` is in closed form (`kl`);
-    it does not split by coordinate, so `kl_per_dim` is ``None``.
+    ppl_dgm's ``"elbo"`` and ``"iwae"`` add it as a score-function surrogate (``LogWeights.score``, no
+    baseline), as Pyro's own ELBOs do, so the ``kappa``-gradient is unbiased (see the docs page).
+    ``KL(q || p) = log |S^{m-1}| - H(q)`` is in closed form (`kl`); it does not split by
+    coordinate, so `kl_per_dim` is ``None``.
 
     Args:
         input_dim: number of dimensions ``D`` of an example (data shape ``(N, D)``).
