@@ -67,29 +67,30 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"K={k}: {run.num_chains} chains x {run.num_draws} draws in {run.seconds:.0f} s, "
               f"divergences {run.divergences}")
 
-    best = fits["K=3"]
-    summary = az.summary(best, var_names=["weights", "means", "scales"])
-    print(summary[["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].to_string())
     comparison = az.compare(fits, ic="loo")
     print(comparison[["rank", "elpd_loo", "p_loo", "elpd_diff", "dse", "weight"]].to_string())
-    loo = az.loo(best, pointwise=True)
-    print(f"K=3 Pareto k: max {float(loo.pareto_k.max()):.2f}, share above 0.7: "
+    within = [name for name, row in comparison.iterrows() if row["elpd_diff"] <= row["dse"]]
+    chosen = min(within, key=lambda name: int(name.removeprefix("K=")))  # the smallest K tied with the best
+    summary = az.summary(fits[chosen], var_names=["weights", "means", "scales"])
+    print(summary[["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].to_string())
+    loo = az.loo(fits[chosen], pointwise=True)
+    print(f"{chosen} Pareto k: max {float(loo.pareto_k.max()):.2f}, share above 0.7: "
           f"{float((loo.pareto_k > 0.7).mean()):.3f}")
 
-    az.plot_ppc(best, num_pp_samples=50)
+    az.plot_ppc(fits[chosen], num_pp_samples=50)
     plt.savefig(out / "ppc.png", dpi=110, bbox_inches="tight")
     plt.close("all")
-    az.plot_compare(comparison)
-    plt.savefig(out / "compare.png", dpi=110, bbox_inches="tight")
-    plt.close("all")
-    within = [name for name, row in comparison.iterrows() if row["elpd_diff"] <= row["dse"]]
+    if len(fits) > 1:  # a comparison plot needs two models
+        az.plot_compare(comparison)
+        plt.savefig(out / "compare.png", dpi=110, bbox_inches="tight")
+        plt.close("all")
     result = {
         "best_elpd": comparison.index[0],
-        "chosen": min(within, key=lambda name: int(name.removeprefix("K="))),
+        "chosen": chosen,
         "elpd_loo": {name: float(row["elpd_loo"]) for name, row in comparison.iterrows()},
-        "max_r_hat_K3": float(summary["r_hat"].max()),
-        "min_ess_bulk_K3": float(summary["ess_bulk"].min()),
-        "max_pareto_k_K3": float(loo.pareto_k.max()),
+        "max_r_hat_chosen": float(summary["r_hat"].max()),
+        "min_ess_bulk_chosen": float(summary["ess_bulk"].min()),
+        "max_pareto_k_chosen": float(loo.pareto_k.max()),
     }
     (out / "model_choice.json").write_text(json.dumps(result, indent=2))
     print(f"chosen by PSIS-LOO (smallest K within one dse of the best, {result['best_elpd']}): {result['chosen']}; "

@@ -84,7 +84,7 @@ def test_loo_chooses_the_number_of_components(tmp_path):
 
     result = main(["--samples", "200", "--warmup", "200", "--out", str(tmp_path), "--no-progress"])
     assert result["chosen"] == "K=3"
-    assert result["max_r_hat_K3"] < 1.05 and result["min_ess_bulk_K3"] > 100
+    assert result["max_r_hat_chosen"] < 1.05 and result["min_ess_bulk_chosen"] > 100
 
 
 def test_hmm_and_ppca_give_per_sequence_and_per_row_marginal_log_likelihoods():
