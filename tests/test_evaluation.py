@@ -91,3 +91,13 @@ def test_log_likelihood_on_device(device):
     x = ppl_dgm.datasets.load_dataset("digits", "val", device=device).x[:16]
     result = ppl_dgm.log_likelihood(model, x, num_samples=10)
     assert result.per_sample.device.type == "cpu" and torch.isfinite(result.per_sample).all()
+
+
+def test_a_log_likelihood_prints_its_figures_not_every_value():
+    from ppl_dgm.evaluation import LogLikelihood
+
+    result = LogLikelihood(torch.full((500,), -93.0, dtype=torch.float64), "estimate", 1000, 64,
+                           elbo=torch.full((500,), -96.0, dtype=torch.float64))
+    text = repr(result)
+    assert "NLL 93.00 ± 0.00" in text and "-ELBO 96.00" in text and "N=500" in text
+    assert len(text) < 200

@@ -125,7 +125,8 @@ def _metrics(result: Any) -> dict[str, Any]:
                    f"{result.best_epoch} "
                    f"({result.epochs_run} epochs, {result.seconds:.0f} s)")
     elif "val_nll" in result.history:
-        summary = (f"{result.epochs_run} iterations in {result.seconds:.1f} s; validation NLL "
+        iterations = "1 iteration" if result.epochs_run == 1 else f"{result.epochs_run} iterations"
+        summary = (f"{iterations} in {result.seconds:.1f} s; validation NLL "
                    f"{result.history['val_nll'][-1]:.2f} nats")
     else:
         summary = (f"final training loss {result.train_loss[-1]:.4g} {result.unit} ({result.epochs_run} epochs, "

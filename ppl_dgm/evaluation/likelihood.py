@@ -76,6 +76,12 @@ class LogLikelihood:
         """Mean ELBO per example (nats), when the model has latent variables."""
         return None if self.elbo is None else float(self.elbo.mean())
 
+    def __repr__(self) -> str:
+        """The figures, not the ``N`` per-example values (those are in `per_sample`)."""
+        elbo = "" if self.elbo_mean is None else f", -ELBO {-self.elbo_mean:.2f}"
+        return (f"LogLikelihood(NLL {self.nll:.2f} ± {self.stderr:.2f} nats per example{elbo}, {self.bits_per_dim:.3f} "
+                f"bits/dim, kind={self.kind!r}, num_samples={self.num_samples}, N={self.per_sample.numel()})")
+
     def summary(self) -> dict[str, float | int | str | None]:
         """JSON-friendly figures: NLL and its standard error (nats), bits/dim, kind, ELBO."""
         return {
