@@ -152,3 +152,13 @@ def test_engine_choices_and_options_come_from_the_registries(tmp_path, capsys):
                  "--no-progress", "-O", "hidden_dims=[8]", "-E", "objective=\"renyi\"", "-E", "alpha=0.25"]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["fit"]["engine"] == "svi" and run["fit"]["engine_options"] == {"objective": "renyi", "alpha": 0.25}
+
+
+def test_list_shows_plain_text_cut_at_a_word():
+    from ppl_dgm.cli.results import one_line
+
+    doc = "A model: ``z ~ N(0, I)`` and a very " + "long " * 30 + "story.\n\nArgs: ..."
+    line = one_line(doc)
+    assert "``" not in line and line.startswith("A model: z ~ N(0, I)") and len(line) <= 100
+    assert line.endswith("long...")
+    assert one_line("Short.\n\nMore.") == "Short."

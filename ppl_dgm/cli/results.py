@@ -22,12 +22,19 @@ QUALITY_ROWS = ("frechet_distance", "kid_mean", "kid_std", "precision", "recall"
 """The sample-quality figures ``evaluate`` prints, one a line, beside the real-data floor."""
 
 
+def one_line(docstring: str, width: int = 100) -> str:
+    """The first paragraph of a docstring as plain text (RST literals unmarked), cut at a word to ``width``."""
+    text = " ".join(docstring.strip().split("\n\n")[0].split()).replace("``", "")
+    if len(text) <= width:
+        return text
+    return text[: text.rfind(" ", 0, width - 3)].rstrip(",;:.") + "..."
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     """``ppl-dgm list``: the registered models and data sets."""
     print("models:")
     for name in list_models():
-        paragraph = " ".join((get_model_class(name).__doc__ or "").strip().split("\n\n")[0].split())
-        print(f"  {name:<20} {paragraph if len(paragraph) <= 100 else paragraph[:97] + '...'}")
+        print(f"  {name:<20} {one_line(get_model_class(name).__doc__ or '')}")
     print("datasets:")
     for name in list_datasets():
         print(f"  {name:<20} {dataset_info(name).description}")
