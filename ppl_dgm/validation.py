@@ -45,6 +45,21 @@ def check_integer_levels(x: torch.Tensor, num_levels: int, name: str = "x") -> N
         )
 
 
+def check_labels(y: Any, num_classes: int, rows: int | None = None) -> torch.Tensor:
+    """``y`` if it is a 1-D integer tensor (of ``rows`` labels, when given) with values in ``0..num_classes-1``,
+    else a ``ValueError`` that names what is wrong."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point() or y.is_complex() \
+            or y.dtype == torch.bool:
+        raise ValueError(f"y must be a 1-D integer tensor of labels (e.g. torch.long), got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} of shape {tuple(getattr(y, 'shape', ()))}")
+    if rows is not None and len(y) != rows:
+        raise ValueError(f"y holds {len(y)} labels for {rows} examples: pass one label per example")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels y must lie in 0..{num_classes - 1} (num_classes={num_classes}), "
+                         f"found values in [{int(y.min())}, {int(y.max())}]")
+    return y
+
+
 def prepare_data(data: torch.Tensor | Mapping[str, torch.Tensor], model: Any, name: str,
              device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Check ``data`` (a tensor, or a mapping with key ``"x"`` and per-example context) and move it."""

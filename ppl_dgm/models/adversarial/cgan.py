@@ -16,6 +16,7 @@ from ppl_dgm.models.adversarial.base import AdversarialModel, check_count, check
 from ppl_dgm.models.adversarial.networks import Activation, mlp_discriminator, mlp_generator
 from ppl_dgm.models.registry import register_model
 from ppl_dgm.nn.mlp import ACTIVATIONS
+from ppl_dgm.validation import check_labels
 
 Y = "y"
 """Name of the label's sample site (observed when labels are given)."""
@@ -69,12 +70,7 @@ class CGAN(AdversarialModel):
 
     def check_labels(self, y: torch.Tensor) -> None:
         """``ValueError`` unless ``y`` is a 1-D integer tensor with values in ``0..num_classes-1``."""
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
-            raise ValueError(f"y must be a 1-D integer tensor of labels, got {getattr(y, 'dtype', type(y))} of shape "
-                             f"{tuple(getattr(y, 'shape', ()))}")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, found values in "
-                             f"[{int(y.min())}, {int(y.max())}]")
+        check_labels(y, self.num_classes)
 
     def one_hot(self, y: torch.Tensor) -> torch.Tensor:
         """Labels ``(N,)`` -> one-hot rows ``(N, num_classes)`` in the model's dtype."""

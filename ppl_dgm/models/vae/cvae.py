@@ -13,6 +13,7 @@ from ppl_dgm.core import Capabilities
 from ppl_dgm.models.registry import register_model
 from ppl_dgm.models.vae.base import MIN_POSTERIOR_SCALE, Activation, AmortizedVAE, check_positive
 from ppl_dgm.models.vae.likelihoods import Likelihood
+from ppl_dgm.validation import check_labels
 
 
 @register_model("cvae")
@@ -71,16 +72,7 @@ class CVAE(AmortizedVAE):
                              f"with one label in 0..{self.num_classes - 1} per example, e.g. ppl_dgm.fit(model, "
                              "{'x': x, 'y': y}), ppl_dgm.log_likelihood(model, {'x': x, 'y': y}), "
                              "model.sample(n, y=y)")
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point() or y.is_complex() \
-                or y.dtype == torch.bool:
-            raise ValueError(f"y must be a 1-D integer tensor of labels (e.g. torch.long), got "
-                             f"{getattr(y, 'dtype', type(y).__name__)} of shape {tuple(getattr(y, 'shape', ()))}")
-        if rows is not None and len(y) != rows:
-            raise ValueError(f"y holds {len(y)} labels for {rows} examples: pass one label per example")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels y must lie in 0..{self.num_classes - 1} (num_classes={self.num_classes}), "
-                             f"found values in [{int(y.min())}, {int(y.max())}]")
-        return y
+        return check_labels(y, self.num_classes, rows)
 
     def one_hot(self, y: torch.Tensor) -> torch.Tensor:
         """Labels ``(N,)`` -> one-hot rows ``(N, num_classes)`` in the model's dtype."""
