@@ -185,7 +185,7 @@ def test_views_reject_models_without_the_code_interface(tmp_path, digits):
     with pytest.raises(ValueError, match="not conditional on labels"):
         views.class_conditional_grid(model, tmp_path / "c.png")
     gmm = get_model_class("gmm")(n_components=2)
-    with pytest.raises(TypeError, match="GMM has no posterior_mean and no decode_mean"):
+    with pytest.raises(TypeError, match="GaussianMixture has no posterior_mean and no decode_mean"):
         views.reconstructions(gmm, digits.x[:4], tmp_path / "r.png")
     with pytest.raises(TypeError, match="no posterior_mean"):
         views.latent_traversals(gmm, digits.x[0], tmp_path / "t.png")
@@ -269,5 +269,5 @@ def test_cli_rejects_an_unknown_view_and_a_model_without_codes(main, fitted_2d, 
     capsys.readouterr()
     assert main(["views", str(gmm), "--out", str(tmp_path / "v")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "GMM has no posterior_mean" in error and len(error.splitlines()) == 1
+    assert "GaussianMixture has no posterior_mean" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "v").exists()

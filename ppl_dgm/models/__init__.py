@@ -6,6 +6,7 @@ from __future__ import annotations
 from ppl_dgm.models.registry import BUILTIN_MODELS, get_model_class, list_models, register_model
 
 _CLASS_NAMES = {spec.partition(":")[2]: name for name, spec in BUILTIN_MODELS.items()}
+_CLASS_NAMES["GMM"] = "gmm"  # the old name of GaussianMixture
 
 
 def __getattr__(name: str) -> type:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 BUILTIN_MODELS: dict[str, str] = {
-    "gmm": "ppl_dgm.models.classical.gmm:GMM",
+    "gmm": "ppl_dgm.models.classical.gmm:GaussianMixture",
     "hmm": "ppl_dgm.models.classical.hmm:HMM",
     "ppca": "ppl_dgm.models.classical.ppca:PPCA",
     "vae": "ppl_dgm.models.vae.vae:VAE",

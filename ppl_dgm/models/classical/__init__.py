@@ -1,8 +1,8 @@
 """Classical latent-variable models with EM baselines: GMM, HMM and pPCA, as scikit-learn /
 hmmlearn drop-ins whose Pyro stories give SVI, NUTS and ArviZ."""
 
-from ppl_dgm.models.classical.gmm import GMM
+from ppl_dgm.models.classical.gmm import GMM, GaussianMixture
 from ppl_dgm.models.classical.hmm import HMM
 from ppl_dgm.models.classical.ppca import PPCA
 
-__all__ = ["GMM", "HMM", "PPCA"]
+__all__ = ["GMM", "GaussianMixture", "HMM", "PPCA"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import warnings
+from time import perf_counter
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse
 import torch
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from sklearn.exceptions import NotFittedError
@@ -22,10 +25,11 @@ def to_numpy(value: torch.Tensor) -> np.ndarray:
     return value.detach().cpu().numpy()
 
 
-def fitted_attribute(name: str, doc: str) -> property:
+def fitted_attribute(name: str, doc: str, *, settable: bool = False) -> property:
     """A fitted attribute (numpy): the state ``name`` of the estimator's own fit, or at the guide's
-    point after SVI."""
-    return property(lambda self: to_numpy(self._current()[name]), doc=doc)
+    point after SVI; ``settable``: assigning an array-like sets that state by hand (see `Estimator._assign`)."""
+    getter = property(lambda self: to_numpy(self._current()[name]), doc=doc)
+    return getter.setter(lambda self, value: self._assign(name, value)) if settable else getter
 
 
 def _json_friendly(value: Any) -> Any:
@@ -38,6 +42,53 @@ def _json_friendly(value: Any) -> Any:
     if isinstance(value, torch.device):
         return str(value)
     return value
+
+
+def feature_names(X: Any) -> np.ndarray | None:
+    """The column names of a data frame when all are strings (sklearn's ``feature_names_in_``), else ``None``."""
+    columns = getattr(X, "columns", None)
+    if columns is None or len(columns) == 0 or not all(isinstance(column, str) for column in columns):
+        return None
+    return np.asarray(columns, dtype=object)
+
+
+def _is_float32(X: Any) -> bool:
+    """Whether the array-like ``X`` holds float32 (numpy or torch)."""
+    dtype = getattr(X, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype == torch.float32
+    return dtype is not None and np.dtype(dtype) == np.float32
+
+
+class EMProgress:
+    """sklearn's verbose output of one EM initialization: ``verbose=1`` names the iterations (every
+    ``interval``-th), ``verbose>=2`` adds the time lapse (s) and the change of the lower bound (nats)."""
+
+    def __init__(self, verbose: int, interval: int, init: int) -> None:
+        self.verbose, self.interval = verbose, interval
+        self.start = self.last = perf_counter()
+        if verbose:
+            print(f"Initialization {init}")
+
+    def iteration(self, n_iter: int, change: float) -> None:
+        """After iteration ``n_iter`` (from 1), whose lower bound changed by ``change``."""
+        if not self.verbose or n_iter % self.interval:
+            return
+        if self.verbose == 1:
+            print(f"  Iteration {n_iter}")
+        else:
+            now = perf_counter()
+            print(f"  Iteration {n_iter}\t time lapse {now - self.last:.5f}s\t ll change {change:.5f}")
+            self.last = now
+
+    def end(self, lower_bound: float, converged: bool) -> None:
+        """After the last iteration of the initialization."""
+        status = "converged" if converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {status}.")
+        elif self.verbose >= 2:
+            print(f"Initialization {status}. time lapse {perf_counter() - self.start:.5f}s\t lower bound "
+                  f"{lower_bound:.5f}.")
 
 
 class Estimator(GenerativeModel):
@@ -91,6 +142,19 @@ class Estimator(GenerativeModel):
         self.uses_guide_point.fill_(False)
         self.guide_params.reset()
         self._modules.pop(PROTOTYPE, None)
+
+    def _materialize(self) -> None:
+        """After SVI: copy the guide's point into the estimator's own state (which then is current)."""
+        if bool(self.uses_guide_point):
+            with torch.no_grad():
+                self._set_fitted(**{k: v.detach() for k, v in self._current().items()})
+
+    def _assign(self, name: str, value: Any) -> None:
+        """Set the fitted state ``name`` by hand (as sklearn users set ``means_`` etc.), as an array of
+        the estimator's dtype on its device; the other state stays as it is."""
+        self._materialize()
+        array = value.detach() if isinstance(value, torch.Tensor) else np.array(value, dtype=np.float64)
+        self._set_fitted(**{name: torch.as_tensor(array, dtype=self.dtype, device=self.device)})
 
     def _sites_from_state(self) -> dict[str, torch.Tensor]:
         """The story's global site values at the estimator's own fitted state."""
@@ -173,12 +237,19 @@ class Estimator(GenerativeModel):
     def set_params(self, **params: Any) -> Estimator:
         """Set constructor arguments by name; returns ``self``."""
         valid = self.get_params()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ValueError(f"invalid parameter {unknown[0]!r} for {type(self).__name__}; valid: {sorted(valid)}")
+        check_device(params.get("device"))  # raise for a bad device or dtype before anything changed
+        _as_dtype(params.get("dtype"))
+        if "posterior" in params and hasattr(self, "guide_params"):  # a guide of the new kind, from the fitted state
+            if self._is_fitted():
+                self._materialize()
+            self._make_guide(params["posterior"])  # raises for an unknown kind before anything changed
         for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {sorted(valid)}")
+            setattr(self, key, value)
             if key in self._placement:
                 self._placement[key] = value
-            setattr(self, key, value)
         return self
 
     @property
@@ -241,21 +312,54 @@ class Estimator(GenerativeModel):
             )
 
     # array conversion
+    def _follow_input_dtype(self, X: Any) -> None:
+        """With ``dtype=None``, compute in float32 for float32 data and in float64 otherwise (as sklearn)."""
+        if self._placement["dtype"] is None:
+            self.to(torch.float32 if _is_float32(X) else torch.float64)
+
+    def _check_feature_names(self, names: np.ndarray | None, fitting: bool = False) -> None:
+        """Record the column names ``fit`` sees (`feature_names`); later warn or raise (sklearn's messages)
+        when the columns differ from them."""
+        fitted, estimator = getattr(self, "feature_names_in_", None), type(self).__name__
+        if fitting:
+            if names is not None:
+                self.feature_names_in_ = names
+            elif fitted is not None:
+                del self.feature_names_in_
+        elif fitted is None and names is not None:
+            warnings.warn(f"X has feature names, but {estimator} was fitted without feature names", UserWarning,
+                          stacklevel=4)
+        elif fitted is not None and names is None:
+            warnings.warn(f"X does not have valid feature names, but {estimator} was fitted with feature names",
+                          UserWarning, stacklevel=4)
+        elif fitted is not None and (len(fitted) != len(names) or (fitted != names).any()):
+            raise ValueError("The feature names should match those that were passed during fit; pass the "
+                             f"columns {list(fitted)} in that order.")
+
     def _as_tensor(self, X: Any, name: str = "X", *, ndim: int = 2, integer: bool = False) -> torch.Tensor:
         """Check an array-like of ``ndim`` dimensions and return it as a tensor on the model's device."""
         if isinstance(X, torch.Tensor):
             tensor = X.detach()
         else:
+            if scipy.sparse.issparse(X):
+                raise TypeError(f"Sparse data was passed for {name}, but dense data is required. Use '.toarray()' "
+                                "to convert to a dense numpy array.")
             try:
                 array = np.asarray(X)
+                if array.dtype == object:  # numbers in an object array, as sklearn's check_array takes them
+                    array = array.astype(np.float64)
             except (TypeError, ValueError) as error:
-                raise TypeError(f"{name} must be array-like: {error}") from None
-            if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+                raise TypeError(f"{name} must be an array-like of numbers: {error}") from None
+            if np.iscomplexobj(array):
+                raise ValueError(f"Complex data not supported in {name}; pass its real part or its modulus.")
+            if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
                 raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            tensor = torch.from_numpy(np.ascontiguousarray(array) if array.flags.writeable else array.copy())
         if tensor.dim() != ndim:
+            how = (" Reshape your data either using array.reshape(-1, 1) if your data has a single feature or "
+                   "array.reshape(1, -1) if it contains a single sample.") if ndim == 2 else ""
             raise ValueError(f"Expected {ndim}D array for {name}, got {tensor.dim()}D array of shape "
-                             f"{tuple(tensor.shape)}")
+                             f"{tuple(tensor.shape)}.{how}")
         if tensor.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)})")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

@@ -4,8 +4,9 @@ and the (scales, correlation-Cholesky) parameterization the Pyro stories sample.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -24,6 +25,48 @@ def check_covariance_type(covariance_type: str) -> None:
     """``ValueError`` unless ``covariance_type`` is one of full, tied, diag, spherical."""
     if covariance_type not in COVARIANCE_TYPES:
         raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {covariance_type!r}")
+
+
+def _check_shape(value: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    if value.shape != shape:
+        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {value.shape}; "
+                         "pass one value per component (and feature) as documented")
+
+
+def check_initial_weights(weights: Any, n_components: int) -> None:
+    """``ValueError`` (sklearn's messages) unless ``weights`` are ``n_components`` probabilities summing to 1."""
+    given = np.asarray(weights)
+    weights = given.astype(float)
+    _check_shape(weights, (n_components,), "weights")
+    if (weights < 0).any() or (weights > 1).any():
+        # the text (max/min swapped) is sklearn's, which its tests match
+        raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but got max value "
+                         f"{weights.min():.5f}, min value {weights.max():.5f}; pass probabilities")
+    atol = 1e-6 if given.dtype == np.float32 else 1e-8
+    if not np.isclose(abs(1.0 - weights.sum()), 0.0, atol=atol):
+        raise ValueError(f"The parameter 'weights' should be normalized, but got sum(weights) = {weights.sum():.5f}; "
+                         "divide them by their sum")
+
+
+def check_initial_means(means: Any, n_components: int, n_features: int) -> None:
+    """``ValueError`` unless ``means`` has shape ``(n_components, n_features)``."""
+    _check_shape(np.asarray(means, dtype=float), (n_components, n_features), "means")
+
+
+def check_initial_precisions(precisions: Any, covariance_type: str, n_components: int, n_features: int) -> None:
+    """``ValueError`` (sklearn's messages) unless ``precisions`` are valid precisions of this covariance type:
+    positive numbers (diag, spherical) or symmetric positive-definite matrices (full, tied)."""
+    precisions = np.asarray(precisions, dtype=float)
+    name = f"{covariance_type} precision"
+    _check_shape(precisions, covariance_shape(covariance_type, n_components, n_features), name)
+    if covariance_type in ("diag", "spherical"):
+        if (precisions <= 0).any():
+            raise ValueError(f"'{name}' should be positive; pass inverse variances > 0")
+        return
+    matrices = precisions.reshape(-1, n_features, n_features)
+    symmetric = np.isclose(matrices, matrices.transpose(0, 2, 1)).all()
+    if not symmetric or not (np.linalg.eigvalsh(matrices) > 0).all():
+        raise ValueError(f"'{name}' should be symmetric, positive-definite; pass inverse covariance matrices")
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:

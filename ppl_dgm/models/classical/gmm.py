@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
+from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -19,17 +20,21 @@ from ppl_dgm.core import Capabilities, data_plate
 from ppl_dgm.core import X as X_SITE
 from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models.classical import gaussian
-from ppl_dgm.models.classical.estimator import Estimator, fitted_attribute, to_numpy
+from ppl_dgm.models.classical.estimator import EMProgress, Estimator, feature_names, fitted_attribute, to_numpy
 from ppl_dgm.models.registry import register_model
 
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
+INIT_PARAMS = get_args(InitParams)
 _EPS = {torch.float64: float(np.finfo(np.float64).eps), torch.float32: float(np.finfo(np.float32).eps)}
 
 
 @register_model("gmm")
-class GMM(Estimator):
-    """Gaussian mixture model; the arguments, methods and fitted attributes of
-    ``sklearn.mixture.GaussianMixture``, with EM in torch on ``device``.
+class GaussianMixture(Estimator, DensityMixin, BaseEstimator):
+    """Gaussian mixture model fitted by EM (Dempster, Laird & Rubin 1977; Bishop, *Pattern Recognition
+    and Machine Learning*, 2006, sec. 9.2): a drop-in for ``sklearn.mixture.GaussianMixture`` (the
+    same constructor arguments, methods, fitted attributes, warnings and error messages; scikit-learn's
+    own tests of its public API pass, see ``docs/drop-ins.md``), with EM in torch on ``device``.
+    ``GMM`` is its old name, kept as an alias.
 
     As a Pyro story: ``weights ~ Dirichlet(1)``, ``means ~ N(m, s)``, covariances as
     per-dimension ``scales ~ LogNormal`` and (full/tied) a correlation Cholesky factor
@@ -38,15 +43,31 @@ class GMM(Estimator):
     location and scale come from the data at initialization. ``guide`` is a point mass at
     the parameters (``posterior="map"``) or a mean-field normal (``posterior="normal"``).
 
-    Args (beyond sklearn's):
-        posterior: the guide used by :func:`ppl_dgm.fit`.
+    Args (sklearn's, validated at ``fit`` as sklearn does):
+        n_components: number of mixture components.
+        covariance_type: ``"full"``, ``"tied"`` (one shared), ``"diag"`` or ``"spherical"``.
+        tol: EM stops when the mean log-likelihood per row (nats) changes by less.
+        reg_covar: added to the diagonal of every covariance (keeps them positive definite).
+        max_iter: EM iterations per initialization (0: the initialization only).
+        n_init: initializations; the one with the best final lower bound is kept.
+        init_params: how responsibilities start: ``"kmeans"``, ``"k-means++"``, ``"random"``,
+            ``"random_from_data"``.
+        weights_init, means_init, precisions_init: given starting parameters (shapes as the
+            fitted ``weights_``, ``means_``, ``precisions_``).
+        random_state: seed or ``numpy.random.RandomState`` of the initialization and ``sample``.
+        warm_start: start each ``fit`` from the last one (one initialization).
+        verbose, verbose_interval: print progress (sklearn's format) every ``verbose_interval`` iterations.
+    Args (ours, keyword-only, checked at construction):
+        posterior: the guide used by :func:`ppl_dgm.fit` with ``engine="svi"``: ``"map"`` or ``"normal"``.
         device: where the state lives and EM runs.
-        dtype: floating dtype (float64 by default, as sklearn).
+        dtype: floating dtype of the state and of EM; ``None`` follows the data as sklearn does
+            (float32 data stays float32, anything else becomes float64).
     """
 
     capabilities = Capabilities(likelihood="exact", data="continuous", discrete_latents=True)
     max_plate_nesting = 1
     _state_names = ("weights", "means", "covariances", "precisions_chol")
+    __repr__ = BaseEstimator.__repr__  # sklearn's "GaussianMixture(n_components=3)", not the torch module tree
 
     def __init__(
         self,
@@ -77,23 +98,29 @@ class GMM(Estimator):
         self.random_state, self.warm_start, self.verbose, self.verbose_interval = (
             random_state, warm_start, verbose, verbose_interval)
         self.posterior = posterior
-        self._check_parameters()
         self._make_guide(posterior)
 
     def _check_parameters(self) -> None:
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
-        gaussian.check_covariance_type(self.covariance_type)
-        if self.init_params not in ("kmeans", "k-means++", "random", "random_from_data"):
-            raise ValueError(f"init_params must be kmeans, k-means++, random or random_from_data, "
-                             f"got {self.init_params!r}")
-        for name in ("tol", "reg_covar"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
-        for name, low in (("max_iter", 0), ("n_init", 1)):
+        """``ValueError`` in sklearn's words unless the constructor arguments are valid."""
+        def fail(name: str, expected: str) -> None:
+            raise ValueError(f"The {name!r} parameter of {type(self).__name__} must be {expected}. "
+                             f"Got {getattr(self, name)!r} instead.")
+
+        for name, low in (("n_components", 1), ("max_iter", 0), ("n_init", 1), ("verbose", 0),
+                          ("verbose_interval", 1)):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            if not isinstance(value, (int, np.integer)) or (isinstance(value, bool) and name != "verbose") \
+                    or value < low:
+                fail(name, f"an int in the range [{low}, inf)")
+        for name in ("tol", "reg_covar"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+                fail(name, "a float in the range [0.0, inf)")
+        for name, options in (("covariance_type", gaussian.COVARIANCE_TYPES), ("init_params", INIT_PARAMS)):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in options:
+                fail(name, "a str among {" + ", ".join(map(repr, options)) + "}")
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            fail("warm_start", "an instance of 'bool'")
 
     # ----------------------------------------------------------------- state
     def _sites_from_state(self) -> dict[str, torch.Tensor]:
@@ -118,16 +145,22 @@ class GMM(Estimator):
 
     @property
     def n_features_in_(self) -> int:
+        """Number of features seen by ``fit``."""
         self._check_is_fitted()
         return int(self.means.shape[1])
 
-    weights_ = fitted_attribute("weights", "Mixture weights ``(n_components,)``.")
-    means_ = fitted_attribute("means", "Component means ``(n_components, n_features)``.")
-    precisions_cholesky_ = fitted_attribute("precisions_chol", "Cholesky factors of the precisions (sklearn's).")
-    covariances_ = fitted_attribute("covariances", "Component covariances, shaped by ``covariance_type``.")
+    # settable, as in sklearn: scoring reads weights_, means_ and precisions_cholesky_; sample reads covariances_
+    weights_ = fitted_attribute("weights", "Mixture weights ``(n_components,)``.", settable=True)
+    means_ = fitted_attribute("means", "Component means ``(n_components, n_features)``.", settable=True)
+    precisions_cholesky_ = fitted_attribute(
+        "precisions_chol", "Cholesky factors of the precisions, shaped by ``covariance_type`` (sklearn's).",
+        settable=True)
+    covariances_ = fitted_attribute("covariances", "Component covariances, shaped by ``covariance_type``.",
+                                    settable=True)
 
     @property
     def precisions_(self) -> np.ndarray:
+        """Precisions (inverse covariances), shaped by ``covariance_type``, from ``precisions_cholesky_``."""
         return to_numpy(gaussian.precisions_from_cholesky(self._current()["precisions_chol"], self.covariance_type))
 
     # ----------------------------------------------------------------- EM
@@ -173,19 +206,15 @@ class GMM(Estimator):
         else:
             self._store(weights, means, covariances, gaussian.precision_cholesky(covariances, self.covariance_type))
 
-    def _check_init_shapes(self, n_features: int) -> None:
-        k = self.n_components
-        checks = [("weights_init", self.weights_init, (k,)), ("means_init", self.means_init, (k, n_features)),
-                  ("precisions_init", self.precisions_init,
-                   gaussian.covariance_shape(self.covariance_type, k, n_features))]
-        for name, value, shape in checks:
-            if value is not None and tuple(np.shape(value)) != shape:
-                raise ValueError(f"The parameter '{name}' should have the shape of {shape}, "
-                                 f"but got {tuple(np.shape(value))}")
+    def _check_initial_parameters(self, n_features: int) -> None:
+        """``ValueError`` (sklearn's messages) unless the given ``*_init`` parameters fit ``n_features``."""
         if self.weights_init is not None:
-            weights = np.asarray(self.weights_init, dtype=float)
-            if (weights < 0).any() or (weights > 1).any() or not np.isclose(weights.sum(), 1.0):
-                raise ValueError("weights_init must lie in [0, 1] and sum to 1")
+            gaussian.check_initial_weights(self.weights_init, self.n_components)
+        if self.means_init is not None:
+            gaussian.check_initial_means(self.means_init, self.n_components, n_features)
+        if self.precisions_init is not None:
+            gaussian.check_initial_precisions(self.precisions_init, self.covariance_type, self.n_components,
+                                              n_features)
 
     def _weighted_log_prob(self, X: torch.Tensor) -> torch.Tensor:
         state = self._current()
@@ -203,22 +232,29 @@ class GMM(Estimator):
         self._store(nk / nk.sum(), means, covariances, gaussian.precision_cholesky(covariances, self.covariance_type))
 
     def _check_X(self, X: Any, fitting: bool = False) -> torch.Tensor:
+        """Rows ``(N, D)`` as a tensor of the estimator's dtype, checked as sklearn checks them;
+        ``fitting`` also records the feature names (a data frame's columns)."""
+        if not fitting:
+            self._check_is_fitted()  # first, as sklearn: the fitted attributes' AttributeError would mask it
+        names = feature_names(X)
         tensor = self._as_tensor(X)
-        if fitting:
-            if tensor.shape[0] < 2:
-                raise ValueError(f"Found array with {tensor.shape[0]} sample(s) while a minimum of 2 is required.")
-            if tensor.shape[0] < self.n_components:
-                raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                                 f"n_samples = {tensor.shape[0]}")
-            self._check_init_shapes(tensor.shape[1])
+        if not fitting:
+            self._check_feature_names(names)
+            if tensor.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {tensor.shape[1]} features, but {type(self).__name__} is expecting "
+                                 f"{self.n_features_in_} features as input.")
             return tensor
-        self._check_is_fitted()  # before the properties: their AttributeError would be masked
-        if tensor.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {tensor.shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input")
+        if tensor.shape[0] < 2:
+            raise ValueError(f"Found array with {tensor.shape[0]} sample(s) (shape={tuple(tensor.shape)}) while "
+                             f"a minimum of 2 is required by {type(self).__name__}; pass more rows.")
+        if tensor.shape[0] < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                             f"n_samples = {tensor.shape[0]}; pass more rows or lower n_components.")
+        self._check_initial_parameters(tensor.shape[1])
+        self._check_feature_names(names, fitting=True)
         return tensor
 
-    def fit(self, X: Any, y: Any = None) -> GMM:
+    def fit(self, X: Any, y: Any = None) -> GaussianMixture:
         """Estimate the parameters with EM (``n_init`` restarts, the best lower bound kept)."""
         self.fit_predict(X, y)
         return self
@@ -226,6 +262,7 @@ class GMM(Estimator):
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit with EM and return the component of each row (as sklearn, after a final E-step)."""
         self._check_parameters()
+        self._follow_input_dtype(X)
         X = self._check_X(X, fitting=True)
         with torch.no_grad():
             labels = self._run_em(X)
@@ -239,6 +276,7 @@ class GMM(Estimator):
         max_lower_bound = -math.inf
         self.converged_ = False
         for init in range(self.n_init if do_init else 1):
+            progress = EMProgress(self.verbose, self.verbose_interval, init)
             if do_init:
                 self._initialize(X, random_state)
             lower_bound = -math.inf if do_init else self.lower_bound_
@@ -250,14 +288,12 @@ class GMM(Estimator):
                 self._m_step(X, log_resp)
                 lower_bound = float(log_norm.mean())
                 bounds.append(lower_bound)
-                if self.verbose >= 2 and n_iter % self.verbose_interval == 0:
-                    print(f"  Iteration {n_iter}\t change {lower_bound - previous:.5g}")
+                progress.iteration(n_iter, lower_bound - previous)
                 if abs(lower_bound - previous) < self.tol:
                     converged = True
                     break
-            if self.verbose:
-                print(f"Initialization {init} {'converged' if converged else 'did not converge'}: "
-                      f"lower bound {lower_bound:.5f}")
+            if self.max_iter > 0:
+                progress.end(lower_bound, converged)
             if lower_bound > max_lower_bound or max_lower_bound == -math.inf:
                 max_lower_bound, best = lower_bound, (self._state(), n_iter, bounds)
                 self.converged_ = converged
@@ -357,3 +393,7 @@ class GMM(Estimator):
         mixture = dist.MixtureSameFamily(dist.Categorical(sites["weights"]),
                                          dist.MultivariateNormal(sites["means"], scale_tril=tril))
         return mixture.log_prob(x.to(self.dtype).unsqueeze(-2)).movedim(-1, 0)
+
+
+GMM = GaussianMixture
+"""The old name of `GaussianMixture`, kept so that existing code and checkpoints work."""
