@@ -25,7 +25,8 @@ CASES = {
         for likelihood in ("categorical", "gaussian", "discretized_logistic")
     ] + [({"hidden_dims": [16], "latent_dim": 3, "likelihood": "bernoulli"}, "digits_binary")],
     "gmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0}, "digits")
-            for kind in ("full", "tied", "diag", "spherical")],
+            for kind in ("full", "tied", "diag", "spherical")]
+           + [({"n_components": 2, "covariance_type": "diag", "random_state": 0, "posterior": "normal"}, "digits")],
     "hmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0, "posterior": posterior}, "digits_sequence")
             for kind, posterior in (("full", "map"), ("tied", "normal"), ("diag", "map"), ("spherical", "normal"))],
     "ppca": [({"n_components": 3, "random_state": 0, "posterior": kind}, "digits") for kind in ("map", "normal")],
