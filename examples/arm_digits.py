@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     fit_cpu_seconds = time.process_time() - cpu_start
     test = ppl_dgm.log_likelihood(model, splits["test"])
     nll = -test.per_sample
-    print(f"best epoch {result.best_epoch} of {result.epochs_run}, validation NLL {result.best_val_loss:.2f} nats; "
+    print(f"best epoch {result.best_epoch + 1} of {result.epochs_run}, validation NLL {result.best_val_loss:.2f} nats; "
           f"fit {result.seconds:.0f} s wall, {fit_cpu_seconds:.0f} s CPU")
 
     torch.manual_seed(args.seed)

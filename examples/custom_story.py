@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
                          seed=args.seed, progress=not args.no_progress)
     ll = ppl_dgm.log_likelihood(model, test.x, num_samples=1000)
     # --8<-- [end:fit]
-    print(f"fit: best validation -ELBO {result.best_val_loss:.2f} nats/image at epoch {result.best_epoch} "
+    print(f"fit: best validation -ELBO {result.best_val_loss:.2f} nats/image at epoch {result.best_epoch + 1} "
           f"({result.epochs_run} epochs, {result.seconds:.0f} s)")
     print(f"test NLL {ll.nll:.2f} ± {ll.stderr:.2f} nats/image ({ll.kind}, {ll.num_samples} importance samples), "
           f"-ELBO {-ll.elbo_mean:.2f} nats/image, {ll.bits_per_dim:.3f} bits/dim")

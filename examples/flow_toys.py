@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "test_nll_stderr": test_ll.stderr, "kind": test_ll.kind, "best_epoch": fit.best_epoch,
                             "epochs_run": fit.epochs_run, "fit_seconds": fit.seconds})
             print(f"{name:>12} {preset:>8} test NLL {test_ll.nll:.3f} ± {test_ll.stderr:.3f} nats/point "
-                  f"({test_ll.kind}; best epoch {fit.best_epoch} of {fit.epochs_run}, {fit.seconds:.0f} s)")
+                  f"({test_ll.kind}; best epoch {fit.best_epoch + 1} of {fit.epochs_run}, {fit.seconds:.0f} s)")
     density_grid(rows, ["data (train)", *args.models], out / "flow_toys.png", WINDOW)
     total = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)

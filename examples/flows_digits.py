@@ -74,7 +74,7 @@ def run(name: str, splits: dict[str, torch.Tensor], args: argparse.Namespace, ou
     nats = record["nats_per_image"]
     print(f"{name}: test NLL {nats['mean']:.2f} ± {nats['stderr']:.2f} nats/image ({test.kind}), "
           f"{test.bits_per_dim:.3f} bits/dim, median {nats['median']:.2f}, p90 {nats['p90']:.2f}, "
-          f"max {nats['max']:.2f}; best epoch {result.best_epoch}, {seconds:.0f} s"
+          f"max {nats['max']:.2f}; best epoch {result.best_epoch + 1}, {seconds:.0f} s"
           + (f"; -ELBO {-test.elbo_mean:.2f}" if test.elbo_mean is not None else ""), flush=True)
     return record
 

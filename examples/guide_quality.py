@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     fitted = ppl_dgm.fit(vae, train, val=val, epochs=args.epochs, patience=50, seed=args.seed, progress=False)
     psis = psis_diagnostic(vae, test[: args.psis_images], num_samples=args.num_samples, seed=args.seed,
                            plot=out / "khat.png")
-    print(f"VAE: best epoch {fitted.best_epoch}, validation -ELBO {fitted.best_val_loss:.2f}; PSIS on "
+    print(f"VAE: best epoch {fitted.best_epoch + 1}, validation -ELBO {fitted.best_val_loss:.2f}; PSIS on "
           f"{args.psis_images} test images: {json.dumps(psis.summary())}")
 
     torch.manual_seed(args.seed)

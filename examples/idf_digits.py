@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result = ppl_dgm.fit(model, splits["train"], val=splits["val"], epochs=args.epochs, batch_size=64, lr=1e-3,
                          patience=args.patience, seed=args.seed, device=device, progress=not args.no_progress)
     test = ppl_dgm.log_likelihood(model, splits["test"])
-    print(f"best epoch {result.best_epoch} of {result.epochs_run}, validation NLL {result.best_val_loss:.2f} nats "
+    print(f"best epoch {result.best_epoch + 1} of {result.epochs_run}, validation NLL {result.best_val_loss:.2f} nats "
           f"({result.seconds:.0f} s)")
 
     with torch.no_grad():

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         panels[label] = model.reconstruct(test_x[:16])
         print(f"{label}: test NLL {test.nll:.2f} ± {test.stderr:.2f} nats ({test.num_samples} samples), -ELBO "
               f"{-test.elbo_mean:.2f}, KL {figures[label]['kl']:.2f} nats, {usage.active_units} active units, "
-              f"best epoch {result.best_epoch}, fit {result.seconds:.0f} s")
+              f"best epoch {result.best_epoch + 1}, fit {result.seconds:.0f} s")
 
     kl_figure(kl_per_dim, out / "kl_per_dim.png")
     plots.image_panels(panels, (8, 8), out / "reconstructions.png", vmax=16)

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         print(f"{label}: test NLL {test.nll:.2f} ± {test.stderr:.2f} nats ({test.num_samples} samples), -ELBO "
               f"{-test.elbo_mean:.2f}; train KL {parts.kl:.2f} = MI {parts.mutual_information:.2f} + TC "
               f"{parts.total_correlation:.2f} + DWKL {parts.dimensionwise_kl:.2f} nats; best epoch "
-              f"{result.best_epoch}, fit {result.seconds:.0f} s")
+              f"{result.best_epoch + 1}, fit {result.seconds:.0f} s")
 
     parts_figure(figures, out / "kl_parts.png")
     (out / "vae_beta_tc.json").write_text(json.dumps(figures, indent=2))

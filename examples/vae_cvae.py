@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures["draws_read_as_asked"] = float((classifier(draws).argmax(-1) == labels).double().mean())
     figures["classifier_test_accuracy"] = classifier_accuracy(classifier, "test")
     (out / "vae_cvae.json").write_text(json.dumps({**vars(args), **figures}, indent=2))
-    print(f"best epoch {result.best_epoch} of {result.epochs_run}, validation loss {result.best_val_loss:.2f} nats, "
+    print(f"best epoch {result.best_epoch + 1} of {result.epochs_run}, "
+          f"validation loss {result.best_val_loss:.2f} nats, "
           f"fit {result.seconds:.0f} s; figures and JSON in {out}")
     print(f"summary: CVAE ({args.likelihood}, {args.objective}) test NLL -log p(x | y) {test.nll:.2f} ± "
           f"{test.stderr:.2f} nats per image ({test.kind}, {test.num_samples} samples), -ELBO {-test.elbo_mean:.2f}; "

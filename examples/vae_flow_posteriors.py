@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         curves[flow] = result.val_loss
         print(f"{flow}: test NLL {test.nll:.2f} ± {test.stderr:.2f} nats ({test.num_samples} samples), -ELBO "
               f"{-test.elbo_mean:.2f}, k-hat > 0.7 for {100 * khat.share_above(0.7):.1f}% of images, "
-              f"{figures[flow]['active_units']} active units, best epoch {result.best_epoch}, "
+              f"{figures[flow]['active_units']} active units, best epoch {result.best_epoch + 1}, "
               f"fit {result.seconds:.0f} s", flush=True)
 
     comparison_figure(figures, curves, out / "flow_posteriors.png")

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"KL per layer (z1 first) {', '.join(f'{v:.2f}' for v in layers['kl_per_layer_nats'])} nats; "
           f"active units {layers['active_units_per_layer']}; figure and numbers in {out}")
     print(f"test NLL {test.nll:.2f} ± {test.stderr:.2f} nats/image (IW {test.num_samples}), "
-          f"-ELBO {-test.elbo_mean:.2f}, best epoch {result.best_epoch}, fit {seconds:.0f} s")
+          f"-ELBO {-test.elbo_mean:.2f}, best epoch {result.best_epoch + 1}, fit {seconds:.0f} s")
     return numbers
 
 

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                               "kl": float(kl.mean()), "best_epoch": result.best_epoch,
                               "fit_seconds": result.seconds}
             print(f"{label}: test NLL {score.nll:.2f} ± {score.stderr:.2f} nats ({score.num_samples} samples), "
-                  f"-ELBO {-score.elbo_mean:.2f}, KL {float(kl.mean()):.2f} nats, best epoch {result.best_epoch}, "
+                  f"-ELBO {-score.elbo_mean:.2f}, KL {float(kl.mean()):.2f} nats, best epoch {result.best_epoch + 1}, "
                   f"fit {result.seconds:.0f} s")
             if m in (2, 3):
                 z = model.encode(test.x)[0] if isinstance(model, SVAE) else model.posterior_mean(test.x)

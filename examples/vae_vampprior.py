@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(args.seed)
     plots.image_grid(model.sample(64), (8, 8), out / "samples.png", vmax=16, title="samples from the VampPrior")
     (out / "vae_vampprior.json").write_text(json.dumps({**vars(args), **figures}, indent=2))
-    print(f"best epoch {result.best_epoch} of {result.epochs_run}, validation loss {result.best_val_loss:.2f} nats, "
+    print(f"best epoch {result.best_epoch + 1} of {result.epochs_run}, "
+          f"validation loss {result.best_val_loss:.2f} nats, "
           f"fit {result.seconds:.0f} s; figures and JSON in {out}")
     print(f"summary: VampPrior (K={args.num_pseudo_inputs}, {args.likelihood}, {args.objective}) test NLL "
           f"{test.nll:.2f} ± {test.stderr:.2f} nats per image ({test.kind}, {test.num_samples} samples), "

@@ -23,22 +23,23 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 def training_curve(train_loss: list[float], val_loss: list[float], path: str | Path,
                    best_epoch: int | None = None, unit: str = "nats / example", xlabel: str = "epoch",
                    extra: dict[str, list[float]] | None = None) -> Path:
-    """Plot per-epoch (or per-iteration) training and validation loss; mark the restored best epoch.
+    """Plot per-epoch (or per-iteration) training and validation loss, numbered from 1; mark the restored
+    best epoch (``best_epoch`` is its 0-based index into the losses).
     ``extra`` curves (an engine's other figures, e.g. a GAN's discriminator loss) go in a panel below."""
     fig, axes = plt.subplots(2 if extra else 1, 1, figsize=(6, 6.5 if extra else 4), squeeze=False, sharex=True)
     ax = axes[0, 0]
-    ax.plot(range(len(train_loss)), train_loss, label="train")
+    ax.plot(range(1, len(train_loss) + 1), train_loss, label="train")
     if val_loss:
-        ax.plot(range(len(val_loss)), val_loss, label="validation")
+        ax.plot(range(1, len(val_loss) + 1), val_loss, label="validation")
     if best_epoch is not None:
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.axvline(best_epoch + 1, color="grey", linestyle=":", label=f"best epoch ({best_epoch + 1})")
     ax.set_ylabel(f"loss ({unit})")
     values = train_loss + val_loss
     if values:  # the first epochs dwarf the rest; show the interesting range
         low, high = min(values), sorted(values)[int(0.9 * (len(values) - 1))]
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
     for name, curve in (extra or {}).items():
-        axes[-1, 0].plot(range(len(curve)), curve, label=name)
+        axes[-1, 0].plot(range(1, len(curve) + 1), curve, label=name)
     for row in axes[:, 0]:
         row.legend()
         row.grid(alpha=0.3)

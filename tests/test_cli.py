@@ -28,6 +28,11 @@ def test_fit_writes_checkpoint_metrics_and_figures(fitted):
     assert (fitted / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_summary_counts_epochs_from_one(fitted):
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert f"at epoch {metrics['best_epoch'] + 1} (3 epochs" in metrics["summary"]  # best_epoch: a 0-based index
+
+
 def test_evaluate_json(fitted, capsys):
     assert main(["evaluate", str(fitted), "--json", "--num-samples", "10"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ppl_dgm
-from ppl_dgm.diagnostics import to_inference_data
+from ppl_dgm.diagnostics import compare_loo, to_inference_data
 from ppl_dgm.diagnostics.predictive import posterior_predictive
 from ppl_dgm.infer.mcmc import nuts
 from ppl_dgm.models import GMM, PPCA
@@ -123,3 +123,22 @@ def test_posterior_predictive_of_gmm_and_ppca_runs_all_draws_in_one_batch(model,
     # each replica follows its own draw: the second one is the first moved by 100
     np.testing.assert_allclose((replicas[0, 1].mean(0) - replicas[0, 0].mean(0)).numpy(), [100.0, 100.0], atol=1.5)
     np.testing.assert_allclose(replicas[0, 0].mean(0).numpy(), clusters.mean(0).numpy(), atol=1.0)
+
+
+def _idata(log_lik: np.ndarray):
+    return az.from_dict(posterior={"mu": log_lik.mean(-1)}, log_likelihood={"x": log_lik})
+
+
+def test_compare_loo_warns_once_in_its_own_line_not_once_per_model():
+    rng = np.random.default_rng(0)
+    good = rng.normal(-1.0, 0.05, size=(2, 200, 30))
+    heavy = good.copy()
+    heavy[..., :3] += rng.standard_cauchy(size=(2, 200, 3)) * 20  # three points with unreliable LOO
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compare_loo({"good": _idata(good), "heavy": _idata(heavy)})
+    assert not caught
+    assert list(result.table.index) == ["good", "heavy"]
+    counts = result.khat_counts()
+    assert counts["good"] == (0, 30) and 1 <= counts["heavy"][0] <= 3
+    assert result.khat_line().startswith("Pareto k-hat > 0.7") and "good 0 of 30" in result.khat_line()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ppl_dgm.cli import compress, diagnose, fit, results, views
-from ppl_dgm.cli.common import Parser
+from ppl_dgm.cli.common import Parser, user_frame
 from ppl_dgm.infer import NonFiniteLossError
 
 COMMAND_MODULES = (results, fit, diagnose, compress, views)
@@ -29,15 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"ppl-dgm: error: {error}", file=sys.stderr)
+        print(f"ppl-dgm: error: {error}{user_frame(error)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
-        print(f"ppl-dgm: fit failed: {error}; the last good checkpoint is kept", file=sys.stderr)
+        print(f"ppl-dgm: fit failed: {error}{_outcome(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("ppl-dgm: interrupted; the last good checkpoint is kept", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        print(f"ppl-dgm: interrupted{_outcome(error)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _outcome(error: BaseException) -> str:
+    """What a failed ``fit`` left in its directory (set by the fit as ``error.outcome``), after a semicolon."""
+    outcome = getattr(error, "outcome", None)
+    return f"; {outcome}" if outcome else ""
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import site
+import sysconfig
 import time
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
+import ppl_dgm
 from ppl_dgm import io, plots
 from ppl_dgm.core import draw
 from ppl_dgm.datasets import dataset_info, load_dataset
@@ -36,6 +40,21 @@ class NoPictureError(UsageError):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def user_frame(error: BaseException) -> str:
+    """`` (raised at FILE:LINE)`` when the error comes from the user's own code (a story file), not from
+    ppl_dgm, Python or an installed package, so that a bare message such as ``'NoneType' object is not
+    subscriptable`` says where to look."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    filename = Path(frames[-1].filename).resolve()
+    library = (Path(ppl_dgm.__file__).resolve().parent, Path(sysconfig.get_paths()["stdlib"]).resolve(),
+               *(Path(p).resolve() for p in site.getsitepackages()))
+    if filename.name.startswith("<") or any(filename.is_relative_to(root) for root in library):
+        return ""
+    return f" (raised at {filename}:{frames[-1].lineno})"
 
 
 def count(minimum: int):
@@ -141,32 +160,34 @@ NUM_DIGIT_CLASSES = 10
 
 def save_samples(model: Any, data: str, n: int, path: Path, seed: int | None) -> Path:
     """Draw ``n`` samples into a PNG: an image grid for image data, a scatter plot for 2-D points."""
+    info = None if is_data_file(data) else dataset_info(data)
+    image = info is not None and info.image_shape is not None
+    reference = None if image else load_split(data, "train" if info is None else "test")
+    if reference is not None and reference.shape[1:] != (2,):  # known before drawing: a model may not draw alone
+        raise NoPictureError(f"data {data} have no picture form (images or 2-D points); cannot draw samples")
     if seed is not None:
         torch.manual_seed(seed)
     context = {}
     if model.capabilities.conditional:  # a label-conditional model draws the labels in turn: 0, 1, ..., 9, 0, ...
         context["y"] = torch.arange(n, device=model.device) % NUM_DIGIT_CLASSES
     samples = draw(model, n, **context)
-    info = None if is_data_file(data) else dataset_info(data)
-    if info is not None and info.image_shape is not None:
+    if image:
         return plots.image_grid(samples, info.image_shape, path, vmax=(info.num_levels or 2) - 1)
-    if samples.shape[1:] == (2,):
-        reference = load_split(data, "train" if info is None else "test")
-        return plots.scatter(samples, path, reference=reference)
-    raise NoPictureError(f"data {data} have no picture form (images or 2-D points); cannot draw samples")
+    return plots.scatter(samples, path, reference=reference)
 
 
-def read_run(directory: Path) -> dict[str, Any]:
+def read_run(directory: Path, what_to_do: str) -> dict[str, Any]:
+    """The run.json of ``directory``; a `UsageError` ending in ``what_to_do`` when there is none."""
     path = directory / RUN_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} has no {RUN_FILE}; was it written by 'ppl-dgm fit'?")
+        raise UsageError(f"{directory} has no {RUN_FILE} (not written by 'ppl-dgm fit'); {what_to_do}")
     return json.loads(path.read_text())
 
 
 def run_data(directory: Path, data: str | None) -> str:
     """What a command on the run in ``directory`` reads: ``--data`` when given (checked), else the data
     the run was fitted on."""
-    return data_spec(data) if data else read_run(directory)["data"]
+    return data_spec(data) if data else read_run(directory, "pass --data to name its data")["data"]
 
 
 def scored_split(data: str, split: str | None) -> str:
@@ -174,9 +195,25 @@ def scored_split(data: str, split: str | None) -> str:
     return split or ("train" if is_data_file(data) else "test")
 
 
+def check_run_dir(directory: Path) -> None:
+    """Raise `UsageError` (one line, with what to do) unless ``directory`` holds a checkpoint: it is missing,
+    is not a run, or holds a fit that stopped before its first checkpoint."""
+    if not directory.is_dir():
+        raise UsageError(f"no checkpoint directory {directory}; pass a directory written by 'ppl-dgm fit --out DIR' "
+                         "(or by ppl_dgm.save)")
+    if (directory / io.CONFIG_FILE).is_file():
+        return
+    if (directory / RUN_FILE).is_file():
+        raise UsageError(f"{directory} holds a fit that stopped before its first checkpoint ({RUN_FILE} only, no "
+                         f"{io.CONFIG_FILE}); fit it again with 'ppl-dgm fit ... --out {directory} --overwrite'")
+    raise UsageError(f"{directory} is not a run (no {io.CONFIG_FILE} or {RUN_FILE}); pass a directory written by "
+                     "'ppl-dgm fit --out DIR' (or by ppl_dgm.save)")
+
+
 def load_model(directory: Path, device: torch.device) -> Any:
-    """`io.load` of the checkpoint in ``directory``, after importing the story file that run.json
-    records for a user's own class (so that the checkpoint's ``class`` field resolves)."""
+    """`io.load` of the checkpoint in ``directory`` (checked by `check_run_dir`), after importing the story
+    file that run.json records for a user's own class (so that the checkpoint's ``class`` field resolves)."""
+    check_run_dir(directory)
     run_path = directory / RUN_FILE
     spec = json.loads(run_path.read_text()).get("model", "") if run_path.is_file() else ""
     if is_story_spec(spec):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyro
 
-from ppl_dgm.cli.common import DIAGNOSTICS_DIR, UsageError, count, load_model, load_split, run_data
+from ppl_dgm.cli.common import DIAGNOSTICS_DIR, UsageError, count, load_model, load_split, run_data, user_frame
 from ppl_dgm.core import DATA, X
 from ppl_dgm.diagnostics.report import KHAT_THRESHOLD, quiet_arviz, write_report
 from ppl_dgm.posterior import global_latent_sites
@@ -36,17 +36,24 @@ def cmd_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     from ppl_dgm.infer.mcmc import nuts
 
     pyro.set_rng_seed(args.seed)
+    result = None
     if args.nuts:
         result = nuts(model, x, num_samples=args.num_samples, warmup_steps=args.warmup, num_chains=args.chains,
                       seed=args.seed, progress=not args.no_progress)
-        with quiet_arviz(python_warnings=False):
-            idata = to_inference_data(model, x, result, seed=args.seed)
         source = {"posterior": "nuts", "num_chains": result.num_chains, "num_draws": result.num_draws,
                   "divergences": result.divergences}
     else:
-        with quiet_arviz(python_warnings=False):
-            idata = to_inference_data(model, x, None, num_draws=args.num_draws, seed=args.seed)
         source = {"posterior": "guide", "num_chains": 1, "num_draws": args.num_draws}
+    try:
+        with quiet_arviz(python_warnings=False):
+            idata = to_inference_data(model, x, result, num_draws=args.num_draws, seed=args.seed,
+                                      predictive=not args.no_ppc)
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        if args.no_ppc:
+            raise
+        raise UsageError(f"{error}{user_frame(error)}; if that comes from drawing replicated data (the story is "
+                         "then called without data), make it draw x when its data argument is None, or pass "
+                         "--no-ppc") from error
     source.update(data=data, split=args.split)
     staging = directory / f".{DIAGNOSTICS_DIR}.{uuid.uuid4().hex}"  # written whole, then renamed into place
     staging.mkdir()
@@ -96,7 +103,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "val", "test"], default="train", help="split (default train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the NUTS chains (seed, seed + 1, ...), the guide "
                                                        "draws and the replicated data (default 0)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where to compute (default cpu)")
+    p.add_argument("--no-ppc", action="store_true", help="skip the posterior predictive (replicated data sets, "
+                                                           "ppc.png): for a story that cannot draw data alone")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier DIR/diagnostics folder")
     p.add_argument("--no-progress", action="store_true", help="hide NUTS's progress bar")
     p.set_defaults(func=cmd_diagnose)

@@ -113,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         print(f"{data} {split}: NLL {summary['test_nll_nats']:.2f} ± {summary['test_nll_stderr']:.2f} "
               f"nats per example, {summary['bits_per_dim']:.3f} bits/dim ({summary['kind']}, "
-              f"{summary['num_samples']} samples)")
+              f"{summary['num_samples']} sample{'' if summary['num_samples'] == 1 else 's'})")
         if summary["neg_elbo_nats"] is not None:
             print(f"one-sample ELBO beside it: -ELBO {summary['neg_elbo_nats']:.2f} nats per example")
     if quality is not None:
@@ -136,23 +136,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="test log-likelihood and sample quality of a fitted model")
     p.add_argument("dir", help="directory written by 'ppl-dgm fit'")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the summary with data, split, "
+                                                          "seconds and quality)")
     p.add_argument("--num-samples", type=count(1), default=None,
                    help="importance samples per example (default: the model's evaluation_samples, 1000 for most)")
-    p.add_argument("--batch-size", type=count(1), default=None)
+    p.add_argument("--batch-size", type=count(1), default=None, help="examples per pass (default: automatic)")
     p.add_argument("--split", choices=["train", "val", "test"], default=None,
                    help="split to score (default: test; train for a data file)")
-    p.add_argument("--data", default=None, help="dataset name or .npy/.csv file (default: the one it was fitted on)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws scored for sample quality")
+    p.add_argument("--data", default=None, help="data set name or .npy/.csv file to score (default: the one it was "
+                                                "fitted on)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws scored for sample quality (default 0)")
     p.add_argument("--no-quality", action="store_true", help="skip the sample-quality metrics")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where to evaluate (default cpu)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="draw samples from a fitted model into a PNG")
     p.add_argument("dir", help="directory written by 'ppl-dgm fit'")
-    p.add_argument("-n", type=count(1), default=64, help="number of samples")
+    p.add_argument("-n", type=count(1), default=64, help="number of samples (default 64)")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--data", default=None, help="dataset whose picture form to use (default: the fitted one)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=None, help="seed of the draws (default: none)")
+    p.add_argument("--data", default=None, help="data set whose picture form to use (default: the fitted one)")
+    p.add_argument("--device", default="cpu", help="where to sample (default cpu)")
     p.set_defaults(func=cmd_sample)

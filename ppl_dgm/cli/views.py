@@ -142,5 +142,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="class_grid: mean images of p(x | y, z), or draws of it")
     p.add_argument("-n", type=count(1), default=16, help="reconstructions: test digits shown")
     p.add_argument("--pca", action="store_true", help="latent_map: PCA projection of a code that is not 2-D")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where to compute (default cpu)")
     p.set_defaults(func=cmd_views)

@@ -1,4 +1,5 @@
-"""Files a diagnosis writes: ArviZ summary (CSV), LOO (JSON), trace, posterior predictive and k-hat plots."""
+"""Files a diagnosis writes: ArviZ summary (CSV), LOO (JSON), trace, posterior predictive and k-hat plots;
+PSIS-LOO model comparison with one k-hat line in place of ArviZ's warning per model."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,45 @@ def quiet_arviz(python_warnings: bool = True) -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+@dataclass(frozen=True)
+class LooComparison:
+    """PSIS-LOO of several fits and ArviZ's ranking of them (`compare_loo`).
+
+    Attributes:
+        table: ``az.compare``'s DataFrame (rank, elpd_loo, p_loo, elpd_diff, dse, weight, ...), best first;
+            elpd in nats summed over the data points.
+        loo: each model's pointwise ``az.loo`` result (``ELPDData`` with ``pareto_k`` per data point).
+    """
+
+    table: Any
+    loo: dict[str, Any]
+
+    def khat_counts(self, threshold: float = KHAT_THRESHOLD) -> dict[str, tuple[int, int]]:
+        """Per model, how many data points have Pareto k-hat above ``threshold``, and of how many."""
+        return {name: (int((np.asarray(loo.pareto_k) > threshold).sum()), int(np.asarray(loo.pareto_k).size))
+                for name, loo in self.loo.items()}
+
+    def khat_line(self, threshold: float = KHAT_THRESHOLD) -> str:
+        """One line in place of ArviZ's warning per model: the points whose LOO estimate is unreliable."""
+        counts = ", ".join(f"{name} {above} of {total}" for name, (above, total) in self.khat_counts(threshold).items())
+        return f"Pareto k-hat > {threshold} (LOO unreliable at those points): {counts}"
+
+
+def compare_loo(fits: Mapping[str, Any]) -> LooComparison:
+    """``az.compare(fits, ic="loo")`` with each model's PSIS-LOO computed once, without ArviZ's k-hat
+    warning per model (`LooComparison.khat_line` says the same in one line).
+
+    Args:
+        fits: model name -> ``InferenceData`` with a ``log_likelihood`` group (see `to_inference_data`).
+    """
+    import arviz as az
+
+    with quiet_arviz():
+        loo = {name: az.loo(idata, pointwise=True) for name, idata in fits.items()}
+        table = az.compare(loo, ic="loo")
+    return LooComparison(table=table, loo=loo)
 
 
 def _save_axes(axes: Any, path: Path) -> None:

@@ -144,6 +144,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "adversarial": "ppl_dgm.infer.adversarial:AdversarialEngine",
     "denoising": "ppl_dgm.infer.denoising:DenoisingEngine",
     "contrastive": "ppl_dgm.infer.contrastive:ContrastiveEngine",
+    "vqvae": "ppl_dgm.models.vae.vqvae_engine:VQVAEEngine",
 }
 """Engine name -> ``"module:Class"``, imported on first use."""
 

@@ -51,9 +51,18 @@ class PixelLikelihood:
     def check_data(self, x: torch.Tensor) -> None:
         """``ValueError`` unless ``x`` has shape ``(N, D)``, is finite, and (for the mass functions) holds
         integers in ``0..num_levels-1``."""
-        check_tensor(x, "x", event_shape=(self.input_dim,))
+        check_tensor(x, "x")
+        if tuple(x.shape[1:]) != (self.input_dim,):
+            fix = (f"build the model with input_dim={x.shape[1]} (ppl-dgm fit: -O input_dim={x.shape[1]})"
+                   if x.dim() == 2 else "flatten each example into a vector")
+            raise ValueError(f"x has shape {tuple(x.shape)}, expected (N, {self.input_dim}): {fix}")
         if self.likelihood != "gaussian":
-            check_integer_levels(x, self.num_levels)
+            try:
+                check_integer_levels(x, self.num_levels)
+            except ValueError as error:
+                raise ValueError(f"{error}; the {self.likelihood} likelihood scores integers 0..{self.num_levels - 1}"
+                                 ": for real-valued data use likelihood='gaussian' (ppl-dgm fit: -O "
+                                 "likelihood=gaussian), for other integer levels set num_levels") from None
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:
         """Data in ``[0, 1]``: ``x / (num_levels - 1)`` (what encoders see)."""
