@@ -94,7 +94,7 @@ class _FailAtStep:
 def test_non_finite_loss_names_epoch_and_step_and_keeps_parameters():
     model = DiagonalGaussian(2)
     objective = _FailAtStep(fail_at=7)
-    with pytest.raises(NonFiniteLossError, match=r"loss at epoch 1, step 1"):
+    with pytest.raises(NonFiniteLossError, match=r"loss at epoch 2, step 2"):
         ppl_dgm.fit(model, torch.randn(100, 2), epochs=5, batch_size=20, objective=objective, progress=False)
     for key, value in model.state_dict().items():
         assert torch.equal(value, objective.before[key])

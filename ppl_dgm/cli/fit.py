@@ -34,7 +34,7 @@ from ppl_dgm.cli.common import (
     save_samples,
     split_data,
 )
-from ppl_dgm.infer import fit, get_engine_class, list_engines
+from ppl_dgm.infer import distributed, fit, get_engine_class, list_engines
 from ppl_dgm.infer.fitting import engine_options
 from ppl_dgm.infer.objectives import OBJECTIVES
 from ppl_dgm.user_code import is_data_file
@@ -44,7 +44,7 @@ from ppl_dgm.validation import check_device
 def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     """``ppl-dgm fit``: fit a registered model or a story file's class; write checkpoint, metrics, figures."""
     out = Path(args.out)
-    device = check_device(args.device)
+    device = distributed.init_from_env(check_device(args.device))  # under torchrun: this rank's device
     data = data_spec(args.data)
     model_spec, model_class, fixed = model_class_of(args.model)
     pyro.set_rng_seed(args.seed)  # the initial weights depend on the seed too
@@ -72,6 +72,7 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     engine = model.default_engine if args.engine == "auto" else args.engine
     train = split_data(model, data, "train", device)
     val = None if is_data_file(data) else split_data(model, data, "val", device)  # a data file: all training data
+    distributed.barrier()  # under torchrun every rank checks --out before rank 0 writes into it
     with _undone_unless_saved(out, args.resume):
         return _fit_into(args, out, model, data, train, val, engine, model_spec, model_settings, device)
 
@@ -88,6 +89,8 @@ def _undone_unless_saved(out: Path, resume: bool) -> Iterator[None]:
     try:
         yield
     except BaseException as error:
+        if not distributed.is_main_process():  # rank 0 alone writes, so it alone cleans up
+            raise
         if resume or _stamp(config_path) != earlier_checkpoint:
             error.outcome = f"the last checkpoint in {out} is kept; continue with 'ppl-dgm fit ... --resume'"
             raise
@@ -122,7 +125,8 @@ def _fit_into(args: argparse.Namespace, out: Path, model: Any, data: str, train:
     options = {**_svi_shorthands(args, engine), **dict(args.engine_option)}
     run = {"model": model_spec, "data": data, "options": model_settings,
            "fit": {**settings, "engine": engine, "engine_options": options, "seed": args.seed}, "device": str(device)}
-    io.atomic_write(out / RUN_FILE, json.dumps(run, indent=2).encode())
+    if distributed.is_main_process():
+        io.atomic_write(out / RUN_FILE, json.dumps(run, indent=2).encode())
     if not engine_class.minibatches:
         ignored = [f"--{k.replace('_', '-')}" for k, v in settings.items() if v != MINIBATCH_DEFAULTS[k]]
         if ignored:
@@ -135,6 +139,8 @@ def _fit_into(args: argparse.Namespace, out: Path, model: Any, data: str, train:
     result = fit(model, train, val=val, engine=engine, seed=args.seed, device=model.device,
                  progress=not args.no_progress, checkpoint_dir=out, resume=args.resume, **settings, **options)
     metrics = _metrics(result)
+    if not distributed.is_main_process():  # rank 0 alone writes the metrics and figures and prints the summary
+        return metrics
     plots.training_curve(result.train_loss, result.val_loss, out / CURVE_FILE,
                          result.best_epoch if result.val_loss else None, unit=result.unit or "loss",
                          xlabel="epoch" if engine_class.minibatches else "iteration", extra=_extra_curves(result))

@@ -11,12 +11,12 @@ import pyro
 import torch
 
 from ppl_dgm.core import GenerativeModel, X
+from ppl_dgm.datasets.streaming import as_rows
 from ppl_dgm.evaluation.dequantization import dequantize as add_uniform_noise
 from ppl_dgm.evaluation.dequantization import needs_dequantization
 from ppl_dgm.posterior import draw_at, per_example_guide_sites, posterior_draws
 from ppl_dgm.sites import context_of
 from ppl_dgm.traces import LogWeights, log_importance_weights
-from ppl_dgm.validation import prepare_data
 
 ROWS_PER_PASS = 2**15
 """Rows (particles x examples) pushed through a model at once during evaluation."""
@@ -165,7 +165,7 @@ def _plan(model: GenerativeModel, batch: dict[str, torch.Tensor], posterior: Any
 @torch.no_grad()
 def log_likelihood(
     model: GenerativeModel,
-    data: torch.Tensor | Mapping[str, torch.Tensor],
+    data: torch.Tensor | Mapping[str, torch.Tensor] | Any,
     *,
     num_samples: int | None = None,
     batch_size: int | None = None,
@@ -191,7 +191,10 @@ def log_likelihood(
 
     Args:
         model: the model to score.
-        data: examples ``(N, *event_shape)`` or a mapping with key ``"x"`` and context.
+        data: examples ``(N, *event_shape)`` or a mapping with key ``"x"`` and context; or data streamed
+            to the device batch by batch: a map-style ``Dataset``, a ``DataLoader`` (its own batches), a
+            numpy array or ``np.memmap`` (`ppl_dgm.datasets.streaming`). The choice of estimator, the
+            dequantization default and the draws of a per-example guide's globals use the first rows only.
         num_samples: importance samples ``K`` per example (default: the model's
             ``evaluation_samples``, 1000 for most); for the predictive, the number of guide draws of the
             global latents (ignored with ``posterior``: all its draws are used); for a model's own bound,
@@ -216,7 +219,8 @@ def log_likelihood(
     for name, value in (("num_samples", num_samples), ("samples_per_draw", samples_per_draw)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    batch = prepare_data(data, model, "data", model.device, model.dtype)
+    source = as_rows(data, model, "data", model.device, model.dtype)
+    batch = source.head()
     x = batch[X]
     if dequantize is None:
         dequantize = needs_dequantization(model, x, context_of(batch))
@@ -235,9 +239,8 @@ def log_likelihood(
         else:
             plan = _plan(model, batch, posterior, num_samples)
         per_pass = samples_per_draw if plan.kind == "predictive" else plan.num_samples
-        batch_size = batch_size or max(1, min(x.shape[0], ROWS_PER_PASS // min(per_pass, 128)))
-        for start in range(0, x.shape[0], batch_size):
-            part = {k: v[start : start + batch_size] for k, v in batch.items()}
+        batch_size = batch_size or max(1, min(len(source), ROWS_PER_PASS // min(per_pass, 128)))
+        for part in source.chunks(batch_size):
             if dequantize:
                 part[X] = add_uniform_noise(part[X])
             if exact:

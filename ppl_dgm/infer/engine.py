@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
+from ppl_dgm.infer import distributed
+
 if TYPE_CHECKING:
     from ppl_dgm.core import GenerativeModel
     from ppl_dgm.infer.loop import FitResult
@@ -46,6 +48,9 @@ class Engine:
     """Unit of the training loss (the first figure of `step`)."""
     validation_unit: ClassVar[str | None] = None
     """Unit of the validation figure, where it differs from `unit`."""
+    rank_weight: float = 1.0
+    """Under ``torchrun``: this rank's share ``b_r / B`` of the current global batch (set by the loop before
+    each `step`); `update` weights the rank's gradient by it before summing over ranks."""
 
     def __init__(self, model: GenerativeModel, *, lr: float = 1e-3, weight_decay: float = 0.0,
                  max_grad_norm: float | None = None) -> None:
@@ -117,6 +122,12 @@ class Engine:
         params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if distributed.active():  # every rank steps on the gradient of the global batch (see infer.distributed)
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            local = loss.detach()
+            loss = distributed.reduce_gradients(local, [p.grad for p in params], self.rank_weight)
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.stack(torch._foreach_norm(grads)).sum() if grads else torch.zeros((), device=loss.device)
         value, grad_norm = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()  # one device sync
@@ -127,7 +138,7 @@ class Engine:
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         optimizer.step()
-        return value
+        return float(local) if distributed.active() else value
 
     def run(self, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor] | None, **loop: Any) -> FitResult:
         """Fit on ``train`` (validating on ``val``) with the shared loop; ``loop`` holds its settings

@@ -11,9 +11,10 @@ import pyro
 import torch
 
 from ppl_dgm.core import GenerativeModel
+from ppl_dgm.datasets.streaming import TensorRows, as_rows
+from ppl_dgm.infer import distributed
 from ppl_dgm.infer.engine import Engine, get_engine_class
 from ppl_dgm.infer.loop import FitResult
-from ppl_dgm.validation import prepare_data
 
 
 def _check_count(name: str, value: Any) -> None:
@@ -50,9 +51,9 @@ def make_engine(model: GenerativeModel, engine: str | None = None, **options: An
 
 def fit(
     model: GenerativeModel,
-    data: torch.Tensor | Mapping[str, torch.Tensor],
+    data: torch.Tensor | Mapping[str, torch.Tensor] | Any,
     *,
-    val: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
+    val: torch.Tensor | Mapping[str, torch.Tensor] | Any | None = None,
     engine: str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -77,8 +78,11 @@ def fit(
     Args:
         model: the model; fitted in place.
         data: training examples ``(N, *event_shape)``, or a mapping with key ``"x"`` and per-example
-            context tensors (passed to the model by name, e.g. labels ``"y"``).
-        val: validation data in the same form.
+            context tensors (passed to the model by name, e.g. labels ``"y"``); or data streamed to the
+            device batch by batch: a map-style ``torch.utils.data.Dataset`` (items are rows or such
+            mappings), a ``DataLoader`` (iterated as it is), a numpy array or ``np.memmap``
+            (`ppl_dgm.datasets.streaming`). Minibatch engines only; ``model.setup`` sees the first rows.
+        val: validation data in any of these forms.
         engine: ``"svi"``, ``"em"``, ``"adversarial"``, ``"denoising"``, ``"contrastive"`` or a name
             given to `ppl_dgm.infer.register_engine` (default: the model's ``default_engine``).
         epochs: total number of passes over ``data`` (resumed epochs count; default 100).
@@ -88,7 +92,8 @@ def fit(
         max_grad_norm: clip the total gradient norm of each step to this value (``None``: no clipping).
         patience: epochs without validation improvement before stopping (``None``: never).
         seed: seeds Pyro's and torch's random number generators when given.
-        device: where to fit (default: where the model is).
+        device: where to fit (default: where the model is; under ``torchrun``, ``cuda:LOCAL_RANK`` when
+            CUDA is available, else the CPU: the job then fits data-parallel, see `ppl_dgm.infer.distributed`).
         progress: show a progress bar over epochs.
         checkpoint_dir: where to save the best model and the engine's state (atomically, at most
             every ``checkpoint_every`` seconds and at the end).
@@ -127,10 +132,17 @@ def fit(
         raise ValueError("resume=True needs checkpoint_dir")
     runner = make_engine(model, engine_class.name, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                          **engine_options)
-    device = torch.device(device) if device is not None else model.device
+    device = distributed.init_from_env(device) or model.device
     model.to(device)
-    train = prepare_data(data, model, "data", device, model.dtype)
-    valid = prepare_data(val, model, "val", device, model.dtype) if val is not None else None
+    train = as_rows(data, model, "data", device, model.dtype)
+    valid = as_rows(val, model, "val", device, model.dtype) if val is not None else None
+    streamed = [rows.name for rows in (train, valid) if rows is not None and rows.streamed]
+    if streamed and type(runner).run is not Engine.run:
+        raise ValueError(f"the {runner.name!r} engine needs all its data in memory, but {' and '.join(streamed)} "
+                         "is streamed: pass tensors (e.g. torch.from_numpy(np.asarray(array))), or a minibatch "
+                         "engine such as engine='svi'")
+    if not streamed:  # engines that override run take the tensors themselves
+        train, valid = train.batch, valid.batch if isinstance(valid, TensorRows) else None
     if seed is not None:
         pyro.set_rng_seed(seed)
     return runner.run(train, valid, epochs=epochs, batch_size=batch_size, patience=patience, progress=progress,
