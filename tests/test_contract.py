@@ -27,6 +27,8 @@ CASES = {
     "gmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0}, "digits")
             for kind in ("full", "tied", "diag", "spherical")]
            + [({"n_components": 2, "covariance_type": "diag", "random_state": 0, "posterior": "normal"}, "digits")],
+    "gaussian_hmm": [({"n_components": 2, "covariance_type": "diag", "random_state": 0}, "digits_sequence")],
+    "categorical_hmm": [({"n_components": 2, "n_features": 17, "random_state": 0}, "digits_symbols")],
     "hmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0, "posterior": posterior}, "digits_sequence")
             for kind, posterior in (("full", "map"), ("tied", "normal"), ("diag", "map"), ("spherical", "normal"))],
     "ppca": [({"n_components": 3, "random_state": 0, "posterior": kind}, "digits") for kind in ("map", "normal")],
@@ -79,6 +81,8 @@ def test_every_registered_model_has_a_contract_case():
 def _data(name: str, device, dtype=torch.float32) -> torch.Tensor:
     if name == "digits_binary":
         return (load_dataset("digits", "val", device=device, dtype=dtype).x[:20] > 8).to(dtype)
+    if name == "digits_symbols":  # one symbol (0..16) per step: the first pixel of each of the 8 rows
+        return load_dataset("digits_sequence", "val", device=device, dtype=dtype).x[:20, :, :1]
     return load_dataset(name, "val", device=device, dtype=dtype).x[:20]
 
 
@@ -196,7 +200,8 @@ def test_float64_is_honoured(name, kwargs, data):
 
 # The classical estimators: a guide derived from a trace of the story, checkpoints of SVI fits.
 CLASSICAL = [pytest.param(name, {**kwargs, "posterior": "normal"}, data, id=f"{name}-{i}")
-             for name in ("gmm", "hmm", "ppca") for i, (kwargs, data) in enumerate(CASES[name])]
+             for name in ("gmm", "hmm", "gaussian_hmm", "categorical_hmm", "ppca")
+             for i, (kwargs, data) in enumerate(CASES[name])]
 
 
 def _with_an_extra_site(cls: type) -> type:

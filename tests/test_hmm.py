@@ -426,8 +426,10 @@ BAD_INPUT = {  # case: (what raises given the data and symbols, message)
     "unknown decoder": (lambda X, S: HMM(2, n_iter=1).fit(X).decode(X, algorithm="beam"), "Unknown decoder"),
     "unknown emission": (lambda X, S: HMM(2, emission="poisson"), "emission must be"),
     "unknown covariance type": (lambda X, S: HMM(2, covariance_type="banded"), "covariance_type"),
-    "sequences of the wrong shape": (lambda X, S: HMM(2, n_iter=1).fit(X).log_prob(torch.zeros(3, 4)),
-                                     r"shape \(N, T, 2\)"),
+    "rows where sequences are needed": (lambda X, S: HMM(2, n_iter=1).fit(X).log_prob(torch.zeros(3, 4)),
+                                        r"needs sequences \(N, T, 2\); pass them stacked"),
+    "sequences of the wrong width": (lambda X, S: HMM(2, n_iter=1).fit(X).log_prob(torch.zeros(3, 4, 3)),
+                                     r"shape \(N, T, 2\), got \(3, 4, 3\); stack the sequences"),
 }
 
 

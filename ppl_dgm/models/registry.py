@@ -10,6 +10,8 @@ from typing import TypeVar
 BUILTIN_MODELS: dict[str, str] = {
     "gmm": "ppl_dgm.models.classical.gmm:GaussianMixture",
     "hmm": "ppl_dgm.models.classical.hmm:HMM",
+    "gaussian_hmm": "ppl_dgm.models.classical.hmm:GaussianHMM",
+    "categorical_hmm": "ppl_dgm.models.classical.hmm:CategoricalHMM",
     "ppca": "ppl_dgm.models.classical.ppca:PPCA",
     "vae": "ppl_dgm.models.vae.vae:VAE",
     "betavae": "ppl_dgm.models.vae.beta:BetaVAE",

@@ -1,6 +1,7 @@
-"""Hidden Markov models: emission densities, forward-backward kernels, the Pyro story, and the
-hmmlearn-style estimator that wraps it."""
+"""Hidden Markov models: emission densities, forward-backward kernels, the Pyro story, the general
+`HMM` estimator, and hmmlearn's named classes built on it."""
 
 from ppl_dgm.models.classical.hmm.estimator import HMM
+from ppl_dgm.models.classical.hmm.named import CategoricalHMM, GaussianHMM
 
-__all__ = ["HMM"]
+__all__ = ["HMM", "CategoricalHMM", "GaussianHMM"]

@@ -10,12 +10,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from hmmlearn.base import ConvergenceMonitor
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from ppl_dgm.core import Capabilities
 from ppl_dgm.infer.guides import GuideKind
 from ppl_dgm.models.classical import gaussian
-from ppl_dgm.models.classical.estimator import Estimator, fitted_attribute, to_numpy
+from ppl_dgm.models.classical.estimator import Estimator, to_numpy
 from ppl_dgm.models.classical.hmm import checks, em, numerics, padding, story
 from ppl_dgm.models.classical.hmm import inference as kernels
 from ppl_dgm.models.classical.hmm.emissions import CategoricalEmission, Emission, GaussianEmission
@@ -28,12 +29,13 @@ ROWS_PER_PASS = 2**22  # elements of the (draws, N, T, K, D) emission tensor eva
 
 
 def _parameter(name: str, doc: str) -> property:
-    """A fitted attribute: numpy out (EM's state or the guide's point), any array-like in."""
-    return fitted_attribute(name, doc).setter(lambda self, value: self._assign(name, value))
+    """A fitted or hand-set attribute: numpy out (the guide's point after SVI, else EM's state, which
+    may be set one attribute at a time before ``fit`` as in hmmlearn), any array-like in."""
+    return property(lambda self: to_numpy(self._get(name)), lambda self, value: self._assign(name, value), doc=doc)
 
 
 @register_model("hmm")
-class HMM(Estimator):
+class HMM(Estimator, BaseEstimator):
     """Hidden Markov model; the arguments, methods and fitted attributes of hmmlearn's
     ``GaussianHMM`` (``emission="gaussian"``) and ``CategoricalHMM`` (``emission="categorical"``),
     with Baum-Welch run in torch over all sequences at once on ``device``.
@@ -56,6 +58,7 @@ class HMM(Estimator):
     """
 
     max_plate_nesting = 1
+    __repr__ = BaseEstimator.__repr__  # hmmlearn's "GaussianHMM(n_components=3)", not the torch module tree
 
     def __init__(
         self,
@@ -135,6 +138,16 @@ class HMM(Estimator):
             with torch.no_grad():
                 self._set_fitted(**{k: v.detach() for k, v in self._current().items()})
 
+    def _get(self, name: str) -> torch.Tensor:
+        """The state ``name``: the guide's point after SVI, else EM's (or the user's) value; hmmlearn's
+        ``AttributeError`` when it was never set."""
+        if not bool(self.uses_guide_point) and name in self._buffers:
+            return self._buffers[name]
+        if bool(self.uses_guide_point):
+            return self._current()[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}_'; fit the model or set "
+                             f"{name}_ first")
+
     def _assign(self, name: str, value: Any) -> None:
         self._materialize()
         tensor = torch.as_tensor(np.array(value, dtype=np.float64), dtype=self.dtype, device=self.device)
@@ -148,8 +161,8 @@ class HMM(Estimator):
     @property
     def covars_(self) -> np.ndarray:
         """Covariances as full matrices ``(n_components, n_features, n_features)`` (hmmlearn's getter)."""
-        covars, k = self._current()["covars"], self.n_components
-        d = self._current()["means"].shape[1]
+        covars, k = self._get("covars"), self.n_components
+        d = self._get("means").shape[1] if "means" in self._buffers else int(self.n_features)
         if self.covariance_type == "spherical":
             return to_numpy(covars[:, None, None] * torch.eye(d, dtype=covars.dtype, device=covars.device))
         return to_numpy(gaussian.full_covariances(covars, self.covariance_type, k).clone())
@@ -157,6 +170,8 @@ class HMM(Estimator):
     @covars_.setter
     def covars_(self, value: Any) -> None:
         covars = np.array(value, dtype=np.float64)
+        if self.covariance_type == "spherical" and covars.ndim > 1 and covars[0].size == 1:
+            covars = covars.reshape(len(covars))  # hmmlearn takes one variance per state in any nesting
         numerics.validate_covars(covars, self.covariance_type, self.n_components)
         self._assign("covars", covars)
 
@@ -166,9 +181,22 @@ class HMM(Estimator):
             return ()
         return (int(self.max_length), 1 if self.emission == "categorical" else int(self.n_features))
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a saved state; ``n_features`` (set by ``fit``, not a constructor argument of every
+        hmmlearn class, so not always in the saved configuration) is read off the emission parameters."""
+        loaded = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.n_features is None and self.emission != "categorical" and "means" in self._buffers:
+            self.n_features = int(self._buffers["means"].shape[-1])
+        elif self.n_features is None and "emissionprob" in self._buffers:
+            self.n_features = int(self._buffers["emissionprob"].shape[-1])
+        return loaded
+
     # ----------------------------------------------------------------- initialization (hmmlearn's _init)
     def _needs_init(self, code: str, name: str) -> bool:
         init_params = self._letters if self.init_params is None else self.init_params
+        if code in init_params and name in self._buffers:
+            _log.warning("Even though the %r attribute is set, it will be overwritten during initialization "
+                         "because 'init_params' contains %r", name + "_", code)
         return code in init_params or name not in self._buffers
 
     def _n_fit_scalars_per_param(self) -> dict[str, int]:
@@ -204,8 +232,13 @@ class HMM(Estimator):
 
     def _log_frame(self, features: torch.Tensor, state: dict[str, torch.Tensor], layout: padding.Layout
                    ) -> torch.Tensor:
-        """Emission log-probabilities ``log p(x_t | state k)`` in the kernels' layout ``(*layout, K)``."""
-        return self._emission.log_density(features, state).view(*layout.mask.shape, -1)
+        """Emission log-probabilities ``log p(x_t | state k)`` in the kernels' layout ``(*layout, K)``.
+        With ``implementation="scaling"``, hmmlearn's ``ValueError`` where a step's probabilities all
+        underflow (hmmlearn's scaled forward pass works with them unlogged)."""
+        log_frame = self._emission.log_density(features, state).view(*layout.mask.shape, -1)
+        if self.implementation == "scaling" and bool((log_frame.amax(-1).exp() == 0)[layout.mask].any()):
+            raise ValueError("Forward pass failed with underflow; consider using implementation='log' instead")
+        return log_frame
 
     def _frame(self, X: torch.Tensor, lengths: list[int], chunk: int | None = None
                ) -> tuple[dict[str, torch.Tensor], padding.Layout, torch.Tensor]:
@@ -329,8 +362,13 @@ class HMM(Estimator):
     def _check_sequences(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x")
         width = self._emission.event_dim_size or self.n_features
+        if x.dim() == 2:
+            raise ValueError(f"x holds rows {tuple(x.shape)} but an HMM needs sequences (N, T, {width or 'D'}); pass "
+                             "them stacked (the digits as sequences are --data digits_sequence: rows of 8 steps of "
+                             "8 pixels), or call fit(X, lengths) with the rows of all sequences")
         if x.dim() != 3 or (width is not None and x.shape[2] != width):
-            raise ValueError(f"x must hold padded sequences of shape (N, T, {width or 'D'}), got {tuple(x.shape)}")
+            raise ValueError(f"x must hold padded sequences of shape (N, T, {width or 'D'}), got {tuple(x.shape)}; "
+                             "stack the sequences, padded to one length (pass lengths)")
         if self.emission == "categorical":
             check_integer_levels(x, self.n_features or int(x.max()) + 1)
         return x.to(self.device, self.dtype)
