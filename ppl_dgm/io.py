@@ -78,22 +78,30 @@ def save(model: GenerativeModel, path: str | Path, *, state_dict: dict[str, torc
         config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
     except TypeError as error:
         raise TypeError(f"the constructor arguments of {cls.__name__} must be JSON-serializable: {error}") from None
-    weights = dump_safetensors(_tensors(state_dict or model.state_dict()),
-                               metadata={"config_sha256": _sha256(config_bytes)})
+    weights = _dump(_tensors(state_dict or model.state_dict()), {"config_sha256": _sha256(config_bytes)})
     atomic_write(path / CONFIG_FILE, config_bytes)
     atomic_write(path / WEIGHTS_FILE, weights)
     return path
 
 
-def _resolve_class(config: dict[str, Any]) -> type:
-    if config.get("model"):
-        return get_model_class(config["model"])
+def _resolve_class(config: dict[str, Any], path: Path) -> type:
+    """The class named by a checkpoint's configuration: from the registry or an already imported module; a
+    module named there is never imported (that would run code chosen by whoever wrote the file)."""
     module_name, _, qualname = str(config.get("class", "")).partition(":")
+    if config.get("model"):
+        try:
+            return get_model_class(config["model"])
+        except ValueError as error:
+            if module_name in sys.modules or not module_name:
+                raise ValueError(f"{path / CONFIG_FILE}: {error}") from None
+            raise ValueError(f"{path / CONFIG_FILE} names model {config['model']!r}, which is not registered in "
+                             f"this program; import {module_name!r} (the module that registers it) before "
+                             "loading") from None
     module = sys.modules.get(module_name)
     if module is None:
         raise ValueError(
-            f"the checkpoint holds {config.get('class')!r}, which is not registered; import its "
-            "module (or decorate the class with @ppl_dgm.register_model) before loading"
+            f"{path / CONFIG_FILE} holds {config.get('class')!r}, which is not registered; import {module_name!r} "
+            "(or decorate the class with @ppl_dgm.register_model) before loading"
         )
     obj: Any = module
     for part in qualname.split("."):
@@ -102,21 +110,76 @@ def _resolve_class(config: dict[str, Any]) -> type:
         raise ValueError(f"{qualname!r} is not defined in module {module_name!r}; register the class with "
                          "@ppl_dgm.register_model to load it from any program")
     if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)):
-        raise ValueError(f"{config.get('class')!r} is not a GenerativeModel")
+        raise ValueError(f"{path / CONFIG_FILE}: {config.get('class')!r} is not a GenerativeModel; point at a "
+                         "ppl_dgm checkpoint")
     return obj
 
 
-def _metadata(data: bytes) -> dict[str, str]:
-    """The string metadata in the header of a serialized safetensors file."""
-    header_size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + header_size]).get("__metadata__", {})
+def _dump(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """``tensors`` as safetensors bytes whose metadata also holds the sha256 of the tensor data (checked at load)."""
+    data = dump_safetensors(tensors, metadata=metadata)
+    return dump_safetensors(tensors, metadata={**metadata, "data_sha256": _sha256(data[8 + _header_size(data):])})
+
+
+def _header_size(data: bytes) -> int:
+    return int.from_bytes(data[:8], "little")
+
+
+_PICKLE_HINT = ("it is a pickle (torch.save) file, which ppl_dgm never loads because unpickling runs code; re-save "
+                "the model with ppl_dgm.save from the program that made it")
+
+
+def _parse(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and the tensors of the safetensors file ``path`` (its bytes ``data``), or a ValueError
+    naming the file: a pickle, a truncated, garbled or tampered file is refused before any tensor is used."""
+    if data[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        raise ValueError(f"{path} is not a safetensors file: {_PICKLE_HINT}")
+    size = _header_size(data) if len(data) >= 8 else -1
+    try:
+        if not 0 < size <= len(data) - 8:
+            raise ValueError("its header is cut short")
+        metadata = json.loads(data[8 : 8 + size].decode("utf-8")).get("__metadata__") or {}
+        tensors = load_safetensors(data)
+    except Exception as error:  # json's, utf-8's and safetensors' own SafetensorError
+        raise ValueError(f"{path} is truncated or garbled ({type(error).__name__}: {str(error)[:80]}); re-save the "
+                         "checkpoint or restore it from a copy") from None
+    checksum = metadata.get("data_sha256")
+    if checksum is not None and checksum != _sha256(data[8 + size :]):
+        raise ValueError(f"{path}: the tensor data does not match the checksum saved with it (the file was changed "
+                         "after it was written); re-save the checkpoint or restore it from a copy")
+    return metadata, tensors
+
+
+def _read_safetensors(path: Path, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    if not path.is_file():
+        strays = sorted(p.name for p in path.parent.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt"))
+        if strays:
+            raise FileNotFoundError(f"no {what} at {path}; {', '.join(strays)} cannot stand in for it: "
+                                    f"{_PICKLE_HINT}")
+        raise FileNotFoundError(f"no {what} at {path}")
+    return _parse(path, path.read_bytes())
 
 
 def _read_weights(path: Path, config_bytes: bytes) -> dict[str, torch.Tensor]:
-    data = _read(path / WEIGHTS_FILE, "weights file")
-    if _metadata(data).get("config_sha256") != _sha256(config_bytes):
-        raise ValueError(f"{path}: {WEIGHTS_FILE} was not saved with this {CONFIG_FILE}")
-    return load_safetensors(data)
+    metadata, tensors = _read_safetensors(path / WEIGHTS_FILE, "weights file")
+    if metadata.get("config_sha256") != _sha256(config_bytes):
+        raise ValueError(f"{path / WEIGHTS_FILE} was not saved with this {CONFIG_FILE}; save the model again with "
+                         "ppl_dgm.save")
+    return tensors
+
+
+def _read_config(path: Path) -> tuple[bytes, dict[str, Any]]:
+    data = _read(path / CONFIG_FILE, "checkpoint configuration")
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({str(error)[:80]}); re-save the checkpoint or "
+                         "restore the file from a copy") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT or not isinstance(config.get("config"), dict):
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path / CONFIG_FILE} is not a ppl_dgm checkpoint configuration (format {found!r}); "
+                         "point at a directory written by ppl_dgm.save or ppl-dgm fit")
+    return data, config
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -124,10 +187,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
-    config = json.loads(_read(path / CONFIG_FILE, "checkpoint configuration"))
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path / CONFIG_FILE} is not a ppl_dgm checkpoint (format {config.get('format')!r})")
-    return config
+    return _read_config(path)[1]
 
 
 def load(path: str | Path, *, device: str | torch.device | None = None) -> GenerativeModel:
@@ -137,7 +197,7 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Gener
     already imported); its outputs are identical to the saved model's. Nothing is unpickled.
     """
     config = load_config(path)
-    model = _resolve_class(config)(**config["config"])
+    model = _resolve_class(config, Path(path))(**config["config"])
     load_weights(model, path)
     model.eval()
     return model.to(device) if device is not None else model
@@ -146,10 +206,12 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Gener
 def load_weights(model: GenerativeModel, path: str | Path) -> None:
     """Load the weights saved in directory ``path`` into ``model`` (same configuration)."""
     path = Path(path)
-    config_bytes = _read(path / CONFIG_FILE, "checkpoint configuration")
-    saved = json.loads(config_bytes)["config"]
-    if json.loads(json.dumps(model.config)) != saved:
-        raise ValueError(f"{path} holds a model built with {saved}, not {model.config}")
+    config_bytes, config = _read_config(path)
+    saved, current = config["config"], json.loads(json.dumps(model.config))
+    # arguments added to the class since the checkpoint was written (at their defaults) are not a mismatch
+    if {key: current.get(key) for key in saved} != saved:
+        raise ValueError(f"{path} holds a model built with {saved}, not {model.config}; build the model with the "
+                         "checkpoint's arguments (or use ppl_dgm.load)")
     weights = _read_weights(path, config_bytes)
     floating = [t.dtype for t in weights.values() if t.is_floating_point()]
     if floating and model.dtype != floating[0]:
@@ -185,32 +247,51 @@ def _decode(value: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
     return value["value"]
 
 
-def save_training_state(path: str | Path, engine: str, state: dict[str, Any], history: dict[str, Any]) -> None:
+def save_training_state(path: str | Path, engine: str, state: dict[str, Any], history: dict[str, Any],
+                        weights: dict[str, torch.Tensor] | None = None) -> None:
     """Save an engine's ``state_dict()`` (as is: optimizers, EMA weights, a replay buffer, ...) and the
-    fit's history beside the weights in ``path``."""
-    path = Path(path)
-    tensors: dict[str, torch.Tensor] = {}
-    meta = {
-        "engine": engine,
-        "state": _encode(state, tensors),
-        "history": history,
-        "weights_sha256": _sha256(_read(path / WEIGHTS_FILE, "weights file")),
-    }
-    atomic_write(path / TRAINER_FILE, dump_safetensors(_tensors(tensors), metadata={"json": json.dumps(meta)}))
+    fit's history in ``path``/trainer.safetensors.
 
-
-def load_training_state(path: str | Path, engine: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The engine state and the history saved in ``path`` by `save_training_state`.
-
-    Raises:
-        ValueError: the state belongs to other weights or to another engine.
+    With ``weights`` (the model's state dict of the same snapshot) the file is a whole resume point on its
+    own: one atomic write, so a kill at any moment leaves the previous or the next snapshot, never a mix.
+    Without, it is tied by hash to the model.safetensors already in ``path``.
     """
     path = Path(path)
-    data = _read(path / TRAINER_FILE, "training state (was the run saved by fit with a checkpoint_dir?)")
-    meta = json.loads(_metadata(data)["json"])
-    if meta["weights_sha256"] != _sha256(_read(path / WEIGHTS_FILE, "weights file")):
-        raise ValueError(f"{path}: the training state belongs to other weights; start a new fit instead of resuming")
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"engine": engine, "state": _encode(state, tensors), "history": history}
+    if weights is None:
+        meta["weights_sha256"] = _sha256(_read(path / WEIGHTS_FILE, "weights file"))
+    else:
+        meta["weights"] = _encode(dict(weights), tensors)
+    atomic_write(path / TRAINER_FILE, _dump(_tensors(tensors), {"json": json.dumps(meta)}))
+
+
+def load_training_state(path: str | Path, engine: str, model: torch.nn.Module | None = None
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The engine state and the history saved in ``path`` by `save_training_state`; with ``model``, the
+    weights of the same snapshot are loaded into it (from the trainer file if it holds them, else from
+    model.safetensors).
+
+    Raises:
+        ValueError: the file is damaged, or the state belongs to other weights or to another engine.
+    """
+    path = Path(path)
+    file = path / TRAINER_FILE
+    metadata, tensors = _read_safetensors(file, "training state (was the run saved by fit with a checkpoint_dir?)")
+    try:
+        meta = json.loads(metadata["json"])
+    except (KeyError, ValueError):
+        raise ValueError(f"{file} holds no training state; start a new fit instead of resuming") from None
     if meta.get("engine") != engine:
         raise ValueError(f"{path} holds the state of the {meta.get('engine')!r} engine, not {engine!r}; resume with "
                          f"engine={meta.get('engine')!r} or start a new fit")
-    return _decode(meta["state"], load_safetensors(data)), meta["history"]
+    if "weights" in meta:
+        if model is not None:
+            model.load_state_dict(_decode(meta["weights"], tensors))
+    else:
+        if meta.get("weights_sha256") != _sha256(_read(path / WEIGHTS_FILE, "weights file")):
+            raise ValueError(f"{path}: the training state belongs to other weights; start a new fit instead of "
+                             "resuming")
+        if model is not None:
+            load_weights(model, path)
+    return _decode(meta["state"], tensors), meta["history"]

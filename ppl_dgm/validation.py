@@ -21,6 +21,9 @@ def check_tensor(
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0:
         raise ValueError(f"{name} must have a leading batch dimension, got a scalar")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers (floats or integers), got {x.dtype}; convert it, "
+                        "e.g. x.float()")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if event_shape is not None and tuple(x.shape[1:]) != tuple(event_shape):

@@ -137,7 +137,8 @@ def _fit_into(args: argparse.Namespace, out: Path, model: Any, data: str, train:
     elif val is None:
         settings["patience"] = None
     result = fit(model, train, val=val, engine=engine, seed=args.seed, device=model.device,
-                 progress=not args.no_progress, checkpoint_dir=out, resume=args.resume, **settings, **options)
+                 progress=not args.no_progress, checkpoint_dir=out, checkpoint_every=args.checkpoint_every,
+                 resume=args.resume, **settings, **options)
     metrics = _metrics(result)
     if not distributed.is_main_process():  # rank 0 alone writes the metrics and figures and prints the summary
         return metrics
@@ -253,6 +254,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="SVI: samples per example in the objective (default 1 for elbo, 5 otherwise)")
     p.add_argument("--patience", type=count(1), default=MINIBATCH_DEFAULTS["patience"],
                    help="epochs without validation improvement before stopping (default 50)")
+    p.add_argument("--checkpoint-every", type=positive_float, default=30.0,
+                   help="seconds between checkpoints into --out; one is always written at the end (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of everything random in the fit (initial weights, "
                    "shuffling, the guide's draws) and of the sample grid (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
