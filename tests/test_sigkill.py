@@ -21,17 +21,18 @@ from ppl_dgm import io
 from ppl_dgm.models import VAE
 
 EPOCHS = 80
-FIT = ["fit", "vae", "--data", "digits", "--epochs", str(EPOCHS), "--eval-samples", "0", "--no-progress",
-       "--patience", str(EPOCHS)]
+FAST_EPOCHS = 12  # the fast test's fit: a second or two after its imports
+FIT = ["fit", "vae", "--data", "digits", "--eval-samples", "0", "--no-progress", "--patience", str(EPOCHS)]
 OPTIONS = ["-O", "hidden_dims=[16]", "-O", "latent_dim=2"]  # a resumed fit takes them from run.json
 # a checkpoint after every epoch (the CLI's default is every 30 s), so kills land among them
 EVERY_EPOCH = ["--checkpoint-every", "1e-9"]
 
 
-def _cli(out, resume: bool = False) -> subprocess.Popen:
+def _cli(out, resume: bool = False, epochs: int = EPOCHS) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     extra = ["--resume"] if resume else OPTIONS
-    return subprocess.Popen([sys.executable, "-m", "ppl_dgm", *FIT, *EVERY_EPOCH, "--out", str(out), *extra], env=env,
+    return subprocess.Popen([sys.executable, "-m", "ppl_dgm", *FIT, "--epochs", str(epochs), *EVERY_EPOCH,
+                            "--out", str(out), *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -64,15 +65,13 @@ def _best_val(out) -> float:
     return json.loads((out / "metrics.json").read_text())["best_val_loss"]
 
 
-@pytest.mark.slow  # about 30 s on one core: 5 interpreter starts, each ~5 s of imports
-def test_sigkill_then_resume_reaches_the_uninterrupted_figure(tmp_path):
-    reference = tmp_path / "reference"
-    _finish(_cli(reference))
-    out = tmp_path / "killed"
+def _kill_after_checkpoints(out, delays: tuple[float, ...], epochs_in_all: int = EPOCHS) -> list[int]:
+    """For each delay: start (or resume) the fit, wait for its first checkpoint, SIGKILL it ``delay`` seconds
+    later, check every file parses; returns the epochs the resume points hold."""
     epochs = []
-    for delay in (0.0, 0.3, 0.8):  # right after a checkpoint, then a few and several epochs on
+    for delay in delays:
         before = _stamp(out)
-        process = _cli(out, resume=before is not None)
+        process = _cli(out, resume=before is not None, epochs=epochs_in_all)
         deadline = time.monotonic() + 120  # wait for this process's first checkpoint (past its imports)
         while _stamp(out) == before and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -82,7 +81,25 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_figure(tmp_path):
         assert process.returncode == -signal.SIGKILL, output  # killed mid-fit, not finished or failed
         _assert_whole_files(out)
         epochs.append(io.load_training_state(out, "svi")[1]["epochs_run"])
-    assert epochs == sorted(set(epochs)) and epochs[-1] < EPOCHS  # each kill landed later in the fit, before its end
+    assert epochs == sorted(set(epochs)) and epochs[-1] < epochs_in_all  # each kill later in the fit, before its end
+    return epochs
+
+
+def test_a_killed_fit_resumes_to_its_end(tmp_path):
+    """The fast version: one SIGKILL mid-fit, then --resume finishes every epoch (2 interpreter starts)."""
+    out = tmp_path / "killed"
+    _kill_after_checkpoints(out, (0.1,), FAST_EPOCHS)
+    _finish(_cli(out, resume=True, epochs=FAST_EPOCHS))
+    _assert_whole_files(out)
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == FAST_EPOCHS
+
+
+@pytest.mark.slow  # about 30 s on one core: 5 interpreter starts, each ~5 s of imports
+def test_sigkill_then_resume_reaches_the_uninterrupted_figure(tmp_path):
+    reference = tmp_path / "reference"
+    _finish(_cli(reference))
+    out = tmp_path / "killed"
+    _kill_after_checkpoints(out, (0.0, 0.3, 0.8))  # right after a checkpoint, then a few and several epochs on
     _finish(_cli(out, resume=True))
     _assert_whole_files(out)
     history = json.loads((out / "metrics.json").read_text())
