@@ -44,6 +44,8 @@ class FitResult:
         epochs_run: epochs completed, resumed ones included.
         stopped_early: whether patience ran out before ``epochs``.
         seconds: wall time of this call.
+        compile_reason: why the training step ran eagerly rather than compiled (SVI; ``None`` when it was
+            compiled or the engine does not compile).
     """
 
     engine: str = ""
@@ -56,6 +58,7 @@ class FitResult:
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    compile_reason: str | None = None
 
     @property
     def best_val_loss(self) -> float | None:
@@ -159,6 +162,7 @@ def run_loop(engine: Engine, train: dict[str, torch.Tensor] | Rows, val: dict[st
         checkpoint(final)
         distributed.barrier()  # no rank returns before rank 0's files are there
     result.seconds = time.perf_counter() - start
+    result.compile_reason = getattr(engine, "compile_reason", None)
     return result
 
 

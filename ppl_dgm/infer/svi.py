@@ -9,8 +9,10 @@ import torch
 
 from ppl_dgm.core import GenerativeModel, X
 from ppl_dgm.evaluation.dequantization import needs_dequantization
+from ppl_dgm.infer import distributed
+from ppl_dgm.infer.compiled import CompiledObjective
 from ppl_dgm.infer.engine import Engine, register_engine
-from ppl_dgm.infer.objectives import ELBO, Objective, make_objective
+from ppl_dgm.infer.objectives import ELBO, Objective, RenyiELBO, make_objective
 from ppl_dgm.lazy import initialize_parameters, trim_prototype
 from ppl_dgm.posterior import per_example_guide_sites
 from ppl_dgm.sites import context_of
@@ -46,19 +48,25 @@ class SVIEngine(Engine):
         alpha: order of the Renyi bound.
         dequantize: fit ``x + u``, ``u ~ U[0, 1)`` drawn afresh for every batch (default: for
             continuous densities on integer-valued data, as ``log_likelihood`` scores them).
+        compile: trace the training loss once per batch shape and replay it (`ppl_dgm.infer.compiled`);
+            ``None`` (default): for the built-in ELBO and Renyi/IWAE bounds. Where the story cannot be traced,
+            the fit runs eagerly and `compile_reason` says why.
     """
 
     unit = "nats per example"
 
     def __init__(self, model: GenerativeModel, *, objective: str | Objective | pyro.infer.ELBO = "elbo",
                  num_particles: int | None = None, alpha: float = 0.5, dequantize: bool | None = None,
-                 **common: Any) -> None:
+                 compile: bool | None = None, **common: Any) -> None:
         super().__init__(model, **common)
         self.objective = objective
         self.num_particles = num_particles
         self.alpha = alpha
         self.dequantize = dequantize
+        self.compile = compile
         self.loss_fn = make_objective(objective, num_particles, alpha, model)
+        self.compile_reason: str | None = None
+        """Why the training loss runs eagerly (``None`` when it is compiled), set by `prepare`."""
         self.optimizer: torch.optim.Optimizer | None = None
 
     def dequantizes(self, train: dict[str, torch.Tensor]) -> bool:
@@ -75,17 +83,35 @@ class SVIEngine(Engine):
         if isinstance(self.loss_fn, ELBO) and enumerated_sites(guide_trace, model_trace):
             self.loss_fn = make_objective(self.objective, self.num_particles, self.alpha, self.model,
                                           enumerate_discrete=True)
+        self._compile_loss()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to fit: neither the model nor the guide "
                              "holds an nn.Parameter, a pyro.param or an autoguide")
         self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=self.weight_decay)
 
+    def _compile_loss(self) -> None:
+        if self.compile is False:
+            self.compile_reason = "compile=False"
+        elif not isinstance(self.loss_fn, ELBO | RenyiELBO) and self.compile is None:
+            self.compile_reason = f"{type(self.loss_fn).__name__} is compiled only with compile=True"
+        elif type(self).step is not SVIEngine.step and self.compile is None:  # it may read the story's side effects
+            self.compile_reason = f"{type(self).__name__} has its own step; it is compiled only with compile=True"
+        elif getattr(self.loss_fn, "elbo", None) is not None:
+            self.compile_reason = "Pyro's ELBOs (enumeration, score-function terms) run eagerly"
+        elif distributed.active():
+            self.compile_reason = "not compiled under torchrun"
+        else:
+            self.loss_fn = CompiledObjective(self.loss_fn)
+            self.compile_reason = None
+
     def shuffles(self, dataset_size: int, batch_size: int, validating: bool) -> bool:
         return _check_per_example_guide(self.model, dataset_size, batch_size, validating)
 
     def step(self, batch: dict[str, torch.Tensor], dataset_size: int) -> dict[str, float]:
         loss = self.loss_fn.loss(self.model, batch, dataset_size)
+        if isinstance(self.loss_fn, CompiledObjective):
+            self.compile_reason = self.loss_fn.reason
         return {"loss": self.update(loss, self.optimizer, self.params) / dataset_size}
 
     def validation_loss(self, batch: dict[str, torch.Tensor]) -> float:
