@@ -178,9 +178,11 @@ def record_counts(name: str, suite: Suite, report: Path, deselected: int) -> Non
     counts: dict[str, dict[str, int]] = {}
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         file = case.get("classname", "").split(".")[1] + ".py"
+        skipped = case.find("skipped")
         outcome = ("failed" if case.find("failure") is not None or case.find("error") is not None
-                   else "skipped" if case.find("skipped") is not None else "passed")
-        counts.setdefault(file, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
+                   else "passed" if skipped is None
+                   else "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped")
+        counts.setdefault(file, {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0})[outcome] += 1
     versions = {package: importlib.metadata.version(package) for package in (suite.distribution, "ppl_dgm")}
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[name] = {"versions": versions, "deselected": deselected, "files": counts}
@@ -199,12 +201,13 @@ def exclusions_table() -> str:
 def results_table() -> str:
     """The last full run of each suite (from `RESULTS`), per test file, as a markdown table."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    rows = ["| Suite (version) | Test file | Passed | Failed | Skipped by the reference's own setup |",
-            "|---|---|---|---|---|"]
+    rows = ["| Suite (version) | Test file | Passed | Failed | Expected failures (the reference's xfail) "
+            "| Skipped by the reference's own setup |", "|---|---|---|---|---|---|"]
     for name, result in results.items():
         label = f"{name} {result['versions'][SUITES[name].distribution]}"
         for file, counts in result["files"].items():
-            rows.append(f"| {label} | `{file}` | {counts['passed']} | {counts['failed']} | {counts['skipped']} |")
+            rows.append(f"| {label} | `{file}` | {counts['passed']} | {counts['failed']} | {counts['xfailed']} "
+                        f"| {counts['skipped']} |")
     return "\n".join(rows)
 
 

@@ -132,7 +132,8 @@ _PICKLE_HINT = ("it is a pickle (torch.save) file, which ppl_dgm never loads bec
 def _parse(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """The metadata and the tensors of the safetensors file ``path`` (its bytes ``data``), or a ValueError
     naming the file: a pickle, a truncated, garbled or tampered file is refused before any tensor is used."""
-    if data[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+    looks_like_pickle = data[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    if looks_like_pickle and data[8:9] != b"{":  # a safetensors header (its JSON at byte 8) may begin 80 02 too
         raise ValueError(f"{path} is not a safetensors file: {_PICKLE_HINT}")
     size = _header_size(data) if len(data) >= 8 else -1
     try:

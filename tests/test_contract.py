@@ -29,6 +29,10 @@ CASES = {
            + [({"n_components": 2, "covariance_type": "diag", "random_state": 0, "posterior": "normal"}, "digits")],
     "gaussian_hmm": [({"n_components": 2, "covariance_type": "diag", "random_state": 0}, "digits_sequence")],
     "categorical_hmm": [({"n_components": 2, "n_features": 17, "random_state": 0}, "digits_symbols")],
+    "gmm_hmm": [({"n_components": 2, "n_mix": 2, "covariance_type": kind, "random_state": 0, **prior},
+                 "digits_sequence")
+                for kind, prior in (("diag", {"covars_weight": 0.1}), ("full", {"covars_prior": np.eye(8).tolist()}))],
+    "poisson_hmm": [({"n_components": 2, "random_state": 0}, "digits_sequence")],
     "hmm": [({"n_components": 2, "covariance_type": kind, "random_state": 0, "posterior": posterior}, "digits_sequence")
             for kind, posterior in (("full", "map"), ("tied", "normal"), ("diag", "map"), ("spherical", "normal"))],
     "ppca": [({"n_components": 3, "random_state": 0, "posterior": kind}, "digits") for kind in ("map", "normal")],
@@ -200,7 +204,7 @@ def test_float64_is_honoured(name, kwargs, data):
 
 # The classical estimators: a guide derived from a trace of the story, checkpoints of SVI fits.
 CLASSICAL = [pytest.param(name, {**kwargs, "posterior": "normal"}, data, id=f"{name}-{i}")
-             for name in ("gmm", "hmm", "gaussian_hmm", "categorical_hmm", "ppca")
+             for name in ("gmm", "hmm", "gaussian_hmm", "categorical_hmm", "gmm_hmm", "poisson_hmm", "ppca")
              for i, (kwargs, data) in enumerate(CASES[name])]
 
 

@@ -424,7 +424,7 @@ BAD_INPUT = {  # case: (what raises given the data and symbols, message)
                                          "symmetric, positive-definite"),
     "not fitted": (lambda X, S: HMM(2).score(X), "not fitted yet"),
     "unknown decoder": (lambda X, S: HMM(2, n_iter=1).fit(X).decode(X, algorithm="beam"), "Unknown decoder"),
-    "unknown emission": (lambda X, S: HMM(2, emission="poisson"), "emission must be"),
+    "unknown emission": (lambda X, S: HMM(2, emission="binomial"), "emission must be one of"),
     "unknown covariance type": (lambda X, S: HMM(2, covariance_type="banded"), "covariance_type"),
     "rows where sequences are needed": (lambda X, S: HMM(2, n_iter=1).fit(X).log_prob(torch.zeros(3, 4)),
                                         r"needs sequences \(N, T, 2\); pass them stacked"),

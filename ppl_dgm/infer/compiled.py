@@ -39,6 +39,12 @@ def _control_flow(records: list[warnings.WarningMessage]) -> str | None:
     return None
 
 
+def _first_line(error: BaseException) -> str:
+    """``"Type: first line of the message"`` (some errors have an empty message)."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 class _Loss(torch.nn.Module):
     """``objective.loss`` as a module of the batch tensors, so that tracing sees the model's parameters."""
 
@@ -83,7 +89,7 @@ class CompiledObjective:
         try:
             return traced(*tensors)
         except RuntimeError as error:  # a replay the recorded shapes no longer fit
-            self.fall_back(f"a replay failed ({str(error).splitlines()[0]})")
+            self.fall_back(f"a replay failed ({_first_line(error)})")
             return self.objective.loss(model, batch, dataset_size)
 
     def _trace(self, model: Any, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...], dataset_size: int,
@@ -100,7 +106,7 @@ class CompiledObjective:
                 torch.manual_seed(seed)
                 replayed = traced(*tensors).detach()
         except Exception as error:  # noqa: BLE001 - any story the tracer cannot record runs eagerly
-            self.fall_back(f"the loss could not be traced ({type(error).__name__}: {str(error).splitlines()[0]})")
+            self.fall_back(f"the loss could not be traced ({_first_line(error)})")
             return self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
         where = _control_flow(records)
         if where is not None:

@@ -12,6 +12,8 @@ BUILTIN_MODELS: dict[str, str] = {
     "hmm": "ppl_dgm.models.classical.hmm:HMM",
     "gaussian_hmm": "ppl_dgm.models.classical.hmm:GaussianHMM",
     "categorical_hmm": "ppl_dgm.models.classical.hmm:CategoricalHMM",
+    "gmm_hmm": "ppl_dgm.models.classical.hmm:GMMHMM",
+    "poisson_hmm": "ppl_dgm.models.classical.hmm:PoissonHMM",
     "ppca": "ppl_dgm.models.classical.ppca:PPCA",
     "vae": "ppl_dgm.models.vae.vae:VAE",
     "betavae": "ppl_dgm.models.vae.beta:BetaVAE",

@@ -2,6 +2,6 @@
 `HMM` estimator, and hmmlearn's named classes built on it."""
 
 from ppl_dgm.models.classical.hmm.estimator import HMM
-from ppl_dgm.models.classical.hmm.named import CategoricalHMM, GaussianHMM
+from ppl_dgm.models.classical.hmm.named import GMMHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 
-__all__ = ["HMM", "CategoricalHMM", "GaussianHMM"]
+__all__ = ["HMM", "CategoricalHMM", "GaussianHMM", "GMMHMM", "PoissonHMM"]

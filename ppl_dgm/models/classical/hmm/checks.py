@@ -8,34 +8,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppl_dgm.models.classical import gaussian
-from ppl_dgm.models.classical.estimator import to_numpy
+from ppl_dgm.models.classical.hmm import numerics
 
 
 def check_rows(hmm: Any, X: Any, fitting: bool = False) -> torch.Tensor:
-    """``(n, D)`` floats (gaussian) or ``(n,)`` symbol ids (categorical) on the device."""
+    """EM's rows on the device, as the emission takes them (``(n, D)``; categorical: symbol ids ``(n,)``)."""
     if not fitting:
         hmm._check_is_fitted()
-    if hmm.emission == "categorical":
-        symbols = hmm._as_tensor(X, "X", integer=True)
-        if symbols.shape[1] != 1:
-            raise ValueError(f"categorical emissions need X of shape (n_samples, 1) holding symbol ids, "
-                             f"got shape {tuple(symbols.shape)}")
-        symbols = symbols[:, 0]
-        largest = int(symbols.max())
-        if fitting and hmm.n_features is None:
-            hmm.n_features = largest + 1
-        known = hmm.n_features if fitting else hmm._current()["emissionprob"].shape[1]
-        if largest > known - 1:
-            raise ValueError(f"Largest symbol is {largest} but the model only emits symbols up to {known - 1}")
-        return symbols
-    tensor = hmm._as_tensor(X, "X")
+    emission = hmm._emission
+    tensor = hmm._as_tensor(X, "X", integer=emission.integer)
+    known = hmm.n_features if fitting else int(hmm._current()[emission.state_names[0]].shape[-1])
+    rows = emission.check_rows(tensor, known)
     if fitting and hmm.n_features is None:
-        hmm.n_features = int(tensor.shape[1])
-    expected = hmm.n_features if fitting else hmm._current()["means"].shape[1]
-    if expected is not None and tensor.shape[1] != expected:
-        raise ValueError(f"Unexpected number of dimensions, got {tensor.shape[1]} but expected {expected}")
-    return tensor
+        hmm.n_features = emission.width(rows)
+    return rows
 
 
 def check_lengths(lengths: Any, n_samples: int) -> list[int]:
@@ -51,48 +37,25 @@ def check_lengths(lengths: Any, n_samples: int) -> list[int]:
     return [int(n) for n in array]
 
 
-def _check_sum_1(name: str, value: torch.Tensor) -> None:
-    sums = to_numpy(value.sum(-1))
-    if not np.allclose(sums, 1):
-        raise ValueError(f"{name} must sum to 1 (got {float(sums):.4f})" if sums.ndim == 0
-                         else f"{name} rows must sum to 1 (got row sums of {sums})")
-
-
 def check_state(hmm: Any) -> None:
     """hmmlearn's ``_check`` of a fitted (or initialized) state: shapes, and distributions that sum to one."""
     state, k = hmm._current(), hmm.n_components
     if state["startprob"].shape != (k,):
         raise ValueError("startprob_ must have length n_components")
-    _check_sum_1("startprob_", state["startprob"])
+    numerics.check_sum_1("startprob_", state["startprob"])
     if state["transmat"].shape != (k, k):
         raise ValueError("transmat_ must have shape (n_components, n_components)")
-    _check_sum_1("transmat_", state["transmat"])
-    if hmm.emission == "categorical":
-        if hmm.n_features is None and state["emissionprob"].dim() == 2:
-            hmm.n_features = int(state["emissionprob"].shape[1])
-        if state["emissionprob"].shape != (k, hmm.n_features):
-            raise ValueError(f"emissionprob_ must have shape ({k}, {hmm.n_features})")
-        _check_sum_1("emissionprob_", state["emissionprob"])
-        return
-    means = state["means"]
-    if means.dim() != 2 or means.shape[0] != k or hmm.n_features not in (None, means.shape[1]):
-        raise ValueError(f"means_ must have shape (n_components, n_features) = ({k}, {hmm.n_features or 'D'}), "
-                         f"got {tuple(means.shape)}")
-    hmm.n_features = int(means.shape[1])
-    shape = gaussian.covariance_shape(hmm.covariance_type, k, hmm.n_features)
-    if tuple(state["covars"].shape) != shape:
-        raise ValueError(f"covars_ of a {hmm.covariance_type!r} model must have shape {shape}, "
-                         f"got {tuple(state['covars'].shape)}")
+    numerics.check_sum_1("transmat_", state["transmat"])
+    hmm.n_features = hmm._emission.check_state(state, k, hmm.n_features)
 
 
-def check_hyperparameters(hmm: Any) -> None:
-    """hmmlearn's checks of the constructor arguments."""
+def check_hyperparameters(hmm: Any, emissions: Any) -> None:
+    """hmmlearn's checks of the constructor arguments; ``emissions``: the known emission names."""
     if not isinstance(hmm.n_components, (int, np.integer)) or hmm.n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {hmm.n_components!r}")
-    if hmm.emission not in ("gaussian", "categorical"):
-        raise ValueError(f"emission must be 'gaussian' or 'categorical', got {hmm.emission!r}")
-    if hmm.emission == "gaussian":
-        gaussian.check_covariance_type(hmm.covariance_type)
+    if hmm.emission not in emissions:
+        raise ValueError(f"emission must be one of {sorted(emissions)}, got {hmm.emission!r}")
+    hmm._emission  # noqa: B018 (the emission checks its own hyperparameters, e.g. covariance_type)
     if hmm.algorithm not in ("viterbi", "map"):
         raise ValueError(f"algorithm must be 'viterbi' or 'map', got {hmm.algorithm!r}")
     if hmm.implementation not in ("log", "scaling"):

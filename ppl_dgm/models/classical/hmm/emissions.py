@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 
 from ppl_dgm.models.classical import gaussian
 from ppl_dgm.models.classical.hmm import numerics
+from ppl_dgm.validation import check_integer_levels
 
 State = dict[str, torch.Tensor]
 """Parameters by hmmlearn's names (``"means"``, ``"covars"``, ``"emissionprob"``), leading batch dims allowed."""
@@ -40,6 +41,49 @@ class Emission(ABC):
     """Names of the emission parameters in the estimator's state."""
     event_dim_size: int | None
     """Values per step the data hold (``None``: ``D``, read from the data)."""
+    data: str = "continuous"
+    """What the emitted values are (`Capabilities.data`): ``"continuous"`` or ``"discrete"``."""
+    integer: bool = False
+    """Whether EM's rows must be integers."""
+    prior_buffers: tuple[str, ...] = ()
+    """The data summaries (``"prior_mean"``, ``"prior_spread"``) the story's prior is centred on."""
+
+    @classmethod
+    @abstractmethod
+    def from_hmm(cls, hmm: Any) -> Emission:
+        """The emission at an estimator's hyperparameters (and its story's data summaries, once set)."""
+
+    def check_rows(self, X: torch.Tensor, n_features: int | None) -> torch.Tensor:
+        """hmmlearn's checks of EM's rows ``X`` ``(n, D)`` for a model of ``n_features`` (``None``: not
+        known yet); the rows as the kernels take them."""
+        if n_features is not None and X.shape[1] != n_features:
+            raise ValueError(f"Unexpected number of dimensions, got {X.shape[1]} but expected {n_features}")
+        return X
+
+    def width(self, rows: torch.Tensor) -> int:
+        """``n_features`` implied by checked rows."""
+        return int(rows.shape[1])
+
+    def check_values(self, x: torch.Tensor, n_features: int | None) -> None:
+        """Raise ``ValueError`` unless the story can observe the padded sequences ``x`` ``(N, T, D)``."""
+        return None
+
+    @abstractmethod
+    def check_state(self, state: State, k: int, n_features: int | None) -> int:
+        """hmmlearn's ``_check`` of the emission parameters of ``k`` states; returns ``n_features``."""
+
+    def public(self, name: str, value: torch.Tensor, k: int, d: int | None) -> torch.Tensor:
+        """The attribute ``name + "_"`` as hmmlearn returns it, from the stored ``value``."""
+        return value
+
+    def assign(self, name: str, value: np.ndarray, k: int) -> np.ndarray:
+        """The value to store for an attribute ``name + "_"`` set to ``value`` (checked as hmmlearn does)."""
+        return value
+
+    @abstractmethod
+    def draw(self, state: dict[str, np.ndarray], k: int, rng: np.random.RandomState) -> np.ndarray:
+        """One observation ``(D,)`` of state ``k`` drawn with ``rng`` as hmmlearn's
+        ``_generate_sample_from_state`` draws it."""
 
     @abstractmethod
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +133,39 @@ class CategoricalEmission(Emission):
     letters = "e"
     state_names = ("emissionprob",)
     event_dim_size = 1
+    data = "discrete"
+    integer = True
+
+    @classmethod
+    def from_hmm(cls, hmm: Any) -> CategoricalEmission:
+        return cls(hmm.n_features, hmm.emissionprob_prior)
+
+    def check_rows(self, X: torch.Tensor, n_features: int | None) -> torch.Tensor:
+        """Symbol ids ``(n,)`` from rows ``(n, 1)``."""
+        if X.shape[1] != 1:
+            raise ValueError(f"categorical emissions need X of shape (n_samples, 1) holding symbol ids, "
+                             f"got shape {tuple(X.shape)}")
+        symbols, largest = X[:, 0], int(X.max())
+        if n_features is not None and largest > n_features - 1:
+            raise ValueError(f"Largest symbol is {largest} but the model only emits symbols up to {n_features - 1}")
+        return symbols
+
+    def width(self, rows: torch.Tensor) -> int:
+        return int(rows.max()) + 1
+
+    def check_values(self, x: torch.Tensor, n_features: int | None) -> None:
+        check_integer_levels(x, n_features or int(x.max()) + 1)
+
+    def check_state(self, state: State, k: int, n_features: int | None) -> int:
+        emissionprob = state["emissionprob"]
+        n_features = int(emissionprob.shape[-1]) if n_features is None and emissionprob.dim() == 2 else n_features
+        if emissionprob.shape != (k, n_features):
+            raise ValueError(f"emissionprob_ must have shape ({k}, {n_features})")
+        numerics.check_sum_1("emissionprob_", emissionprob)
+        return int(n_features)
+
+    def draw(self, state: dict[str, np.ndarray], k: int, rng: np.random.RandomState) -> np.ndarray:
+        return np.array([(np.cumsum(state["emissionprob"][k]) > rng.rand()).argmax()])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x[..., 0].long()
@@ -143,6 +220,49 @@ class GaussianEmission(Emission):
     letters = "mc"
     state_names = ("means", "covars")
     event_dim_size = None
+    prior_buffers = ("prior_mean", "prior_spread")
+
+    def __post_init__(self) -> None:
+        gaussian.check_covariance_type(self.covariance_type)
+
+    @classmethod
+    def from_hmm(cls, hmm: Any) -> GaussianEmission:
+        return cls(hmm.covariance_type, hmm.min_covar, hmm.means_prior, hmm.means_weight, hmm.covars_prior,
+                   hmm.covars_weight, hmm._buffers.get("prior_mean"), hmm._buffers.get("prior_spread"))
+
+    def check_state(self, state: State, k: int, n_features: int | None) -> int:
+        means = state["means"]
+        if means.dim() != 2 or means.shape[0] != k or n_features not in (None, means.shape[1]):
+            raise ValueError(f"means_ must have shape (n_components, n_features) = ({k}, {n_features or 'D'}), "
+                             f"got {tuple(means.shape)}")
+        shape = gaussian.covariance_shape(self.covariance_type, k, means.shape[1])
+        if tuple(state["covars"].shape) != shape:
+            raise ValueError(f"covars_ of a {self.covariance_type!r} model must have shape {shape}, "
+                             f"got {tuple(state['covars'].shape)}")
+        return int(means.shape[1])
+
+    def public(self, name: str, value: torch.Tensor, k: int, d: int | None) -> torch.Tensor:
+        """``covars_`` as full matrices ``(K, D, D)`` (hmmlearn's getter)."""
+        if name != "covars":
+            return value
+        if self.covariance_type == "spherical":
+            return value[:, None, None] * torch.eye(int(d), dtype=value.dtype, device=value.device)
+        return gaussian.full_covariances(value, self.covariance_type, k).clone()
+
+    def assign(self, name: str, value: np.ndarray, k: int) -> np.ndarray:
+        """``covars_`` in the covariance type's shape (spherical: one variance per state in any nesting)."""
+        if name != "covars":
+            return value
+        if self.covariance_type == "spherical" and value.ndim > 1 and value[0].size == 1:
+            value = value.reshape(len(value))
+        numerics.validate_covars(value, self.covariance_type, k)
+        return value
+
+    def draw(self, state: dict[str, np.ndarray], k: int, rng: np.random.RandomState) -> np.ndarray:
+        covars, d = state["covars"], state["means"].shape[1]
+        cov = {"spherical": lambda: covars[k] * np.eye(d), "diag": lambda: np.diag(covars[k]),
+               "full": lambda: covars[k], "tied": lambda: covars}[self.covariance_type]()
+        return rng.multivariate_normal(state["means"][k], cov)
 
     @property
     def _diagonal(self) -> bool:

@@ -19,37 +19,46 @@ from ppl_dgm.models.classical import gaussian
 from ppl_dgm.models.classical.estimator import Estimator, to_numpy
 from ppl_dgm.models.classical.hmm import checks, em, numerics, padding, story
 from ppl_dgm.models.classical.hmm import inference as kernels
+from ppl_dgm.models.classical.hmm.emission_mixture import GaussianMixtureEmission
+from ppl_dgm.models.classical.hmm.emission_poisson import PoissonEmission
 from ppl_dgm.models.classical.hmm.emissions import CategoricalEmission, Emission, GaussianEmission
 from ppl_dgm.models.registry import register_model
-from ppl_dgm.validation import check_integer_levels, check_tensor
+from ppl_dgm.validation import check_tensor
 
 _log = logging.getLogger(__name__)
-EmissionName = Literal["gaussian", "categorical"]
+EmissionName = Literal["gaussian", "categorical", "poisson", "gmm"]
+EMISSIONS: dict[str, type[Emission]] = {"gaussian": GaussianEmission, "categorical": CategoricalEmission,
+                                        "poisson": PoissonEmission, "gmm": GaussianMixtureEmission}
 ROWS_PER_PASS = 2**22  # elements of the (draws, N, T, K, D) emission tensor evaluated at once in log_prob_at
 
 
 def _parameter(name: str, doc: str) -> property:
     """A fitted or hand-set attribute: numpy out (the guide's point after SVI, else EM's state, which
     may be set one attribute at a time before ``fit`` as in hmmlearn), any array-like in."""
-    return property(lambda self: to_numpy(self._get(name)), lambda self, value: self._assign(name, value), doc=doc)
+    return property(lambda self: to_numpy(self._public(name)), lambda self, value: self._assign(name, value),
+                    doc=doc)
 
 
 @register_model("hmm")
 class HMM(Estimator, BaseEstimator):
     """Hidden Markov model; the arguments, methods and fitted attributes of hmmlearn's
-    ``GaussianHMM`` (``emission="gaussian"``) and ``CategoricalHMM`` (``emission="categorical"``),
-    with Baum-Welch run in torch over all sequences at once on ``device``.
+    ``GaussianHMM`` (``emission="gaussian"``), ``CategoricalHMM`` (``"categorical"``), ``PoissonHMM``
+    (``"poisson"``) and ``GMMHMM`` (``"gmm"``), with Baum-Welch run in torch over all sequences at
+    once on ``device``. What a state emits is an `Emission` (`EMISSIONS`).
 
     As a Pyro story: ``startprob ~ Dirichlet(1)``, each row of ``transmat ~ Dirichlet(1)``, and
-    either Gaussian emissions (``means ~ N(m, 3 s)``, per-dimension ``scales ~ LogNormal``, and for
-    full/tied covariances ``corr_chol ~ LKJ(1)``, the prior centred on the data as in `GMM`) or
-    categorical ones (rows of ``emissionprob ~ Dirichlet(1)``). Each sequence ``x_n`` of shape
+    the emission's prior: Gaussian (``means ~ N(m, 3 s)``, per-dimension ``scales ~ LogNormal``, and for
+    full/tied covariances ``corr_chol ~ LKJ(1)``, the prior centred on the data as in `GMM`), the same
+    per mixture component with ``weights ~ Dirichlet(1)`` (gmm), ``lambdas ~ Gamma`` (poisson), or
+    rows of ``emissionprob ~ Dirichlet(1)`` (categorical). Each sequence ``x_n`` of shape
     ``(T, D)`` (categorical: ``(T, 1)`` symbol ids) is observed through ``DiscreteHMM``, which sums
     the hidden states out exactly; steps past ``lengths[n]`` are masked out. ``guide`` is a point
     mass at the parameters (``posterior="map"``) or a mean-field normal (``posterior="normal"``).
 
     Args (beyond hmmlearn's):
-        emission: ``"gaussian"`` or ``"categorical"``.
+        emission: ``"gaussian"``, ``"categorical"``, ``"poisson"`` or ``"gmm"``.
+        n_mix, weights_prior: GMMHMM's mixture size and Dirichlet prior (``"gmm"`` only).
+        lambdas_prior, lambdas_weight: PoissonHMM's Gamma prior of the rates (``"poisson"`` only).
         params, init_params: hmmlearn's letters (``"stmc"`` / ``"ste"``); ``None`` means all.
         implementation: accepted for compatibility; both values run the same scaled algorithm,
             which neither underflows nor needs logarithms in its inner loop.
@@ -74,6 +83,10 @@ class HMM(Estimator, BaseEstimator):
         covars_prior: Any = 1e-2,
         covars_weight: Any = 1,
         emissionprob_prior: Any = 1.0,
+        n_mix: int = 1,
+        weights_prior: Any = 1.0,
+        lambdas_prior: Any = 0.0,
+        lambdas_weight: Any = 0.0,
         n_features: int | None = None,
         algorithm: Literal["viterbi", "map"] = "viterbi",
         random_state: int | np.random.RandomState | None = None,
@@ -94,6 +107,8 @@ class HMM(Estimator, BaseEstimator):
             startprob_prior, transmat_prior, emissionprob_prior)
         self.means_prior, self.means_weight, self.covars_prior, self.covars_weight = (
             means_prior, means_weight, covars_prior, covars_weight)
+        self.n_mix, self.weights_prior, self.lambdas_prior, self.lambdas_weight = (
+            n_mix, weights_prior, lambdas_prior, lambdas_weight)
         self.n_features, self.algorithm, self.random_state = n_features, algorithm, random_state
         self.n_iter, self.tol, self.verbose = n_iter, tol, verbose
         self.params, self.init_params, self.implementation = params, init_params, implementation
@@ -104,22 +119,17 @@ class HMM(Estimator, BaseEstimator):
         self._n_sequences = 1
 
     def _check_parameters(self) -> None:
-        checks.check_hyperparameters(self)
+        checks.check_hyperparameters(self, EMISSIONS)
 
     # ----------------------------------------------------------------- state
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
-        data = "discrete" if self.emission == "categorical" else "continuous"
-        return Capabilities(likelihood="exact", data=data, discrete_latents=True, sequential=True)
+        return Capabilities(likelihood="exact", data=self._emission.data, discrete_latents=True, sequential=True)
 
     @property
     def _emission(self) -> Emission:
         """The emission model at the current hyperparameters (and the story's priors, once set)."""
-        if self.emission == "categorical":
-            return CategoricalEmission(self.n_features, self.emissionprob_prior)
-        return GaussianEmission(self.covariance_type, self.min_covar, self.means_prior, self.means_weight,
-                                self.covars_prior, self.covars_weight, self._buffers.get("prior_mean"),
-                                self._buffers.get("prior_spread"))
+        return EMISSIONS[self.emission].from_hmm(self)
 
     @property
     def _state_names(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -148,47 +158,42 @@ class HMM(Estimator, BaseEstimator):
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}_'; fit the model or set "
                              f"{name}_ first")
 
+    def _width(self) -> int | None:
+        """``n_features`` as the stored emission parameters say (else the attribute)."""
+        first = self._emission.state_names[0]
+        return int(self._buffers[first].shape[-1]) if first in self._buffers else self.n_features
+
+    def _public(self, name: str) -> torch.Tensor:
+        """The attribute ``name + "_"`` in hmmlearn's shape (e.g. GaussianHMM's full ``covars_``)."""
+        return self._emission.public(name, self._get(name), self.n_components, self._width())
+
     def _assign(self, name: str, value: Any) -> None:
         self._materialize()
-        tensor = torch.as_tensor(np.array(value, dtype=np.float64), dtype=self.dtype, device=self.device)
-        self._set_fitted(**{name: tensor})
+        array = self._emission.assign(name, np.array(value, dtype=np.float64), self.n_components)
+        self._set_fitted(**{name: torch.as_tensor(array, dtype=self.dtype, device=self.device)})
 
     startprob_ = _parameter("startprob", "Initial state distribution ``(n_components,)``.")
     transmat_ = _parameter("transmat", "Transition probabilities ``(n_components, n_components)`` (rows: from-state).")
-    means_ = _parameter("means", "Gaussian means ``(n_components, n_features)``.")
+    means_ = _parameter("means", "Gaussian means ``(n_components, n_features)`` (GMMHMM: ``(n_components, n_mix, "
+                        "n_features)``).")
+    covars_ = _parameter("covars", "Covariances: GaussianHMM's full matrices ``(n_components, n_features, "
+                         "n_features)`` (set in the covariance type's shape); GMMHMM's in its own shapes.")
     emissionprob_ = _parameter("emissionprob", "Symbol probabilities ``(n_components, n_features)``.")
-
-    @property
-    def covars_(self) -> np.ndarray:
-        """Covariances as full matrices ``(n_components, n_features, n_features)`` (hmmlearn's getter)."""
-        covars, k = self._get("covars"), self.n_components
-        d = self._get("means").shape[1] if "means" in self._buffers else int(self.n_features)
-        if self.covariance_type == "spherical":
-            return to_numpy(covars[:, None, None] * torch.eye(d, dtype=covars.dtype, device=covars.device))
-        return to_numpy(gaussian.full_covariances(covars, self.covariance_type, k).clone())
-
-    @covars_.setter
-    def covars_(self, value: Any) -> None:
-        covars = np.array(value, dtype=np.float64)
-        if self.covariance_type == "spherical" and covars.ndim > 1 and covars[0].size == 1:
-            covars = covars.reshape(len(covars))  # hmmlearn takes one variance per state in any nesting
-        numerics.validate_covars(covars, self.covariance_type, self.n_components)
-        self._assign("covars", covars)
+    lambdas_ = _parameter("lambdas", "Poisson rates ``(n_components, n_features)``.")
+    weights_ = _parameter("weights", "Mixture weights ``(n_components, n_mix)``.")
 
     @property
     def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]
         if "max_length" not in self._buffers or self.n_features is None:
             return ()
-        return (int(self.max_length), 1 if self.emission == "categorical" else int(self.n_features))
+        return (int(self.max_length), int(self._emission.event_dim_size or self.n_features))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load a saved state; ``n_features`` (set by ``fit``, not a constructor argument of every
         hmmlearn class, so not always in the saved configuration) is read off the emission parameters."""
         loaded = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if self.n_features is None and self.emission != "categorical" and "means" in self._buffers:
-            self.n_features = int(self._buffers["means"].shape[-1])
-        elif self.n_features is None and "emissionprob" in self._buffers:
-            self.n_features = int(self._buffers["emissionprob"].shape[-1])
+        if self.n_features is None:
+            self.n_features = self._width()
         return loaded
 
     # ----------------------------------------------------------------- initialization (hmmlearn's _init)
@@ -218,10 +223,9 @@ class HMM(Estimator, BaseEstimator):
         for name, value in new.items():
             self._assign(name, value)
         scalars = sum(self._n_fit_scalars_per_param().get(p, 0) for p in self._updates())
-        size = X.numel() if self.emission == "gaussian" else X.shape[0]
-        if size < scalars:
+        if X.numel() < scalars:
             _log.warning("Fitting a model with %d free scalar parameters with only %d data points will result in "
-                         "a degenerate solution.", scalars, size)
+                         "a degenerate solution.", scalars, X.numel())
 
     # ----------------------------------------------------------------- emissions
     def _features(self, X: torch.Tensor, layout: padding.Layout) -> torch.Tensor:
@@ -330,23 +334,15 @@ class HMM(Estimator, BaseEstimator):
         rng = check_random_state(self.random_state if random_state is None else random_state)
         startprob, transmat = self.startprob_, self.transmat_
         transmat_cdf = np.cumsum(transmat, axis=1)
-        if self.emission == "categorical":
-            emission_cdf = np.cumsum(self.emissionprob_, axis=1)
-
-            def emit(state: int) -> list:
-                return [(emission_cdf[state] > rng.rand()).argmax()]
-        else:
-            means, covars = self.means_, self.covars_
-
-            def emit(state: int) -> np.ndarray:
-                return rng.multivariate_normal(means[state], covars[state])
+        emission = self._emission
+        state = {name: to_numpy(self._get(name)) for name in emission.state_names}
         if currstate is None:
             currstate = (np.cumsum(startprob) > rng.rand()).argmax()
-        states, draws = [currstate], [emit(currstate)]
+        states, draws = [currstate], [emission.draw(state, currstate, rng)]
         for _ in range(n_samples - 1):
             currstate = (transmat_cdf[currstate] > rng.rand()).argmax()
             states.append(currstate)
-            draws.append(emit(currstate))
+            draws.append(emission.draw(state, currstate, rng))
         return np.atleast_2d(draws), np.array(states, dtype=int)
 
     def bic(self, X: Any, lengths: Any = None) -> float:
@@ -369,8 +365,7 @@ class HMM(Estimator, BaseEstimator):
         if x.dim() != 3 or (width is not None and x.shape[2] != width):
             raise ValueError(f"x must hold padded sequences of shape (N, T, {width or 'D'}), got {tuple(x.shape)}; "
                              "stack the sequences, padded to one length (pass lengths)")
-        if self.emission == "categorical":
-            check_integer_levels(x, self.n_features or int(x.max()) + 1)
+        self._emission.check_values(x, self.n_features)
         return x.to(self.device, self.dtype)
 
     def check_data(self, x: torch.Tensor) -> None:
@@ -404,10 +399,10 @@ class HMM(Estimator, BaseEstimator):
 
     @property
     def _story_buffers(self) -> tuple[str, ...]:
-        return ("max_length", "prior_mean", "prior_spread") if self.emission == "gaussian" else ("max_length",)
+        return ("max_length", *self._emission.prior_buffers)
 
     def _set_prior(self, X: torch.Tensor) -> None:
-        if self.emission == "gaussian":  # categorical emissions have flat Dirichlet priors
+        if self._emission.prior_buffers:  # e.g. categorical emissions have flat Dirichlet priors
             super()._set_prior(X)
 
     def _story_rows(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -86,3 +86,11 @@ def validate_covars(covars: np.ndarray, covariance_type: str, n_components: int)
         if not np.allclose(matrix, matrix.T) or (np.linalg.eigvalsh(matrix) <= 0).any():
             where = "" if covariance_type == "tied" else f"component {index} of "
             raise ValueError(f"{where}{covariance_type!r} covars must be symmetric, positive-definite")
+
+
+def check_sum_1(name: str, value: torch.Tensor) -> None:
+    """hmmlearn's ``ValueError`` unless the distribution(s) ``value`` ``(..., K)`` sum to one."""
+    sums = value.sum(-1).detach().cpu().numpy()
+    if not np.allclose(sums, 1):
+        raise ValueError(f"{name} must sum to 1 (got {float(sums):.4f})" if sums.ndim == 0
+                         else f"{name} rows must sum to 1 (got row sums of {sums})")
