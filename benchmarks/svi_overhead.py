@@ -6,7 +6,9 @@ same initial weights with the same batch size, epochs, Adam settings and the sam
 estimator; repeats alternate the order of the runners. Prints one line per repeat and the median time
 ratios (ppl_dgm / pure PyTorch) last, and writes JSON.
 
-    python benchmarks/svi_overhead.py [--epochs 20] [--repeats 5] [--device cpu] [--out FILE]
+    python benchmarks/svi_overhead.py [--epochs 20] [--repeats 5] [--device cpu] [--out FILE] [--docs]
+
+``--docs`` writes the table into docs/engines.md (between the ``svi-overhead`` markers).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import math
 import statistics
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from doc_blocks import replace_block
 
 import ppl_dgm
 from ppl_dgm.datasets import load_dataset
@@ -101,6 +105,21 @@ def benchmark(template: VAE, x: torch.Tensor, args: argparse.Namespace) -> dict:
             "seconds": times, "final_train_loss_nats": final, "ratio_median": ratios}
 
 
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "engines.md"
+LABELS = {"default": "default VAE (512, 512; categorical)", "mlp256_bernoulli": "MLP VAE (256; Bernoulli, digits > 8)"}
+
+
+def docs_table(summary: dict, args: argparse.Namespace) -> str:
+    """The ratios as the markdown table of docs/engines.md, with the command that measured them."""
+    rows = [f"`OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/svi_overhead.py --epochs {args.epochs} "
+            f"--repeats {args.repeats} --docs` ({summary['device']}, median of {args.repeats}):", "",
+            "| model | eager `fit` / PyTorch | compiled `fit` / PyTorch | target (CPU) |", "|---|---|---|---|"]
+    for name, result in summary["models"].items():
+        ratio = result["ratio_median"]
+        rows.append(f"| {LABELS[name]} | {ratio['eager']:.3f} | {ratio['compiled']:.3f} | {TARGETS[name]} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -109,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="svi_overhead.json")
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/engines.md")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -123,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         summary["models"][name] = benchmark(template, x, args)
     with open(args.out, "w") as handle:
         json.dump(summary, handle, indent=2)
+    if args.docs:
+        replace_block(DOCS_PAGE, "svi-overhead", docs_table(summary, args))
     print("svi_overhead: ppl_dgm.fit / pure PyTorch time ratio (median of "
           f"{args.repeats}, {device}, {torch.get_num_threads()} thread(s)): " + "; ".join(
               f"{name} eager {r['ratio_median']['eager']:.3f}, compiled {r['ratio_median']['compiled']:.3f} "

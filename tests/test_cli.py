@@ -151,7 +151,7 @@ def test_engine_choices_and_options_come_from_the_registries(tmp_path, capsys):
     assert main(["fit", "gmm", "--data", "digits", "--out", str(tmp_path / "g"), "--objective", "iwae"]) == 2
     assert "the 'em' engine takes its options as -E" in capsys.readouterr().err
     assert main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "v"), "-E", "n_critic=5"]) == 2
-    assert "the 'svi' engine takes no option(s) n_critic; its options are alpha, dequantize" in capsys.readouterr().err
+    assert "the 'svi' engine takes no option(s) n_critic; its options are alpha, compile, dequantize" in capsys.readouterr().err
     out = tmp_path / "renyi"
     assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--epochs", "1", "--eval-samples", "0",
                  "--no-progress", "-O", "hidden_dims=[8]", "-E", "objective=\"renyi\"", "-E", "alpha=0.25"]) == 0

@@ -11,8 +11,10 @@ evaluation for good, with a one-line `reason`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pyro
@@ -94,7 +96,19 @@ class CompiledObjective:
 
     def _trace(self, model: Any, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...], dataset_size: int,
                signature: tuple) -> torch.Tensor:
-        """Trace for a new signature, check the replay against the eager loss, and return the eager loss."""
+        """Trace for a new signature and check the replay against the eager loss (the model's buffers put back
+        afterwards, so side effects such as step counters happen once); then the step's loss, replayed or eager."""
+        with _buffers_restored(model):
+            traced = self._checked_trace(model, keys, tensors, dataset_size)
+        if traced is None:
+            return self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
+        self._traced[signature] = traced
+        return traced(*tensors)
+
+    def _checked_trace(self, model: Any, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
+                       dataset_size: int) -> torch.jit.ScriptModule | None:
+        """The traced loss if its replay gives the eager loss on the same random numbers, else ``None`` (after
+        `fall_back` with the reason)."""
         module = _Loss(self.objective, model, keys, dataset_size)
         devices = [t.device for t in tensors if t.device.type == "cuda"]
         try:
@@ -107,18 +121,29 @@ class CompiledObjective:
                 replayed = traced(*tensors).detach()
         except Exception as error:  # noqa: BLE001 - any story the tracer cannot record runs eagerly
             self.fall_back(f"the loss could not be traced ({_first_line(error)})")
-            return self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
+            return None
         where = _control_flow(records)
         if where is not None:
             self.fall_back(f"data-dependent control flow at {where} (a tensor turned into a Python value)")
-            return self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
+            return None
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            eager = self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
-        if not torch.allclose(replayed, eager.detach(), rtol=TOLERANCE, atol=TOLERANCE):
-            eager = float(eager.detach())
-            self.fall_back(f"the traced loss {float(replayed):.6g} differs from the eager loss {eager:.6g} on the same "
-                           "random numbers (data-dependent control flow, enumeration or Python side effects)")
-            return self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
-        self._traced[signature] = traced
-        return traced(*tensors)
+            eager = self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size).detach()
+        if not torch.allclose(replayed, eager, rtol=TOLERANCE, atol=TOLERANCE):
+            self.fall_back(f"the traced loss {float(replayed):.6g} differs from the eager loss {float(eager):.6g} on "
+                           "the same random numbers (data-dependent control flow, enumeration or Python side effects)")
+            return None
+        return traced
+
+
+@contextlib.contextmanager
+def _buffers_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Run a block, then put the model's buffers (step counters, running statistics) back as they were."""
+    saved = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in saved and saved[name].shape == buffer.shape:
+                    buffer.copy_(saved[name])
