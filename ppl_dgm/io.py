@@ -116,9 +116,18 @@ def _resolve_class(config: dict[str, Any], path: Path) -> type:
 
 
 def _dump(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    """``tensors`` as safetensors bytes whose metadata also holds the sha256 of the tensor data (checked at load)."""
-    data = dump_safetensors(tensors, metadata=metadata)
-    return dump_safetensors(tensors, metadata={**metadata, "data_sha256": _sha256(data[8 + _header_size(data):])})
+    """``tensors`` (on the CPU) as safetensors bytes whose metadata also holds their `_digest` (checked at load)."""
+    return dump_safetensors(tensors, metadata={**metadata, "data_sha256": _digest(tensors)})
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors by name: each one's name, dtype, shape and raw bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _header_size(data: bytes) -> int:
@@ -145,7 +154,7 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, torch.Ten
         raise ValueError(f"{path} is truncated or garbled ({type(error).__name__}: {str(error)[:80]}); re-save the "
                          "checkpoint or restore it from a copy") from None
     checksum = metadata.get("data_sha256")
-    if checksum is not None and checksum != _sha256(data[8 + size :]):
+    if checksum is not None and checksum != _digest(tensors):
         raise ValueError(f"{path}: the tensor data does not match the checksum saved with it (the file was changed "
                          "after it was written); re-save the checkpoint or restore it from a copy")
     return metadata, tensors

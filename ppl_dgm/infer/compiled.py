@@ -83,32 +83,24 @@ class CompiledObjective:
             return self.objective.loss(model, batch, dataset_size)
         keys = tuple(sorted(batch))
         tensors = tuple(batch[k] for k in keys)
-        signature = (keys, dataset_size, model.training,
-                     *((t.shape, t.dtype, t.device) for t in tensors))
+        signature = (keys, dataset_size, model.training, *((t.shape, t.dtype, t.device) for t in tensors))
         traced = self._traced.get(signature)
         if traced is None:
-            return self._trace(model, keys, tensors, dataset_size, signature)
+            with _buffers_restored(model):  # side effects such as step counters then happen once, in this step
+                traced = self._checked_trace(model, batch, keys, tensors, dataset_size)
+            if traced is None:
+                return self.objective.loss(model, batch, dataset_size)
+            self._traced[signature] = traced
         try:
             return traced(*tensors)
         except RuntimeError as error:  # a replay the recorded shapes no longer fit
             self.fall_back(f"a replay failed ({_first_line(error)})")
             return self.objective.loss(model, batch, dataset_size)
 
-    def _trace(self, model: Any, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...], dataset_size: int,
-               signature: tuple) -> torch.Tensor:
-        """Trace for a new signature and check the replay against the eager loss (the model's buffers put back
-        afterwards, so side effects such as step counters happen once); then the step's loss, replayed or eager."""
-        with _buffers_restored(model):
-            traced = self._checked_trace(model, keys, tensors, dataset_size)
-        if traced is None:
-            return self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size)
-        self._traced[signature] = traced
-        return traced(*tensors)
-
-    def _checked_trace(self, model: Any, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
+    def _checked_trace(self, model: Any, batch: Batch, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
                        dataset_size: int) -> torch.jit.ScriptModule | None:
-        """The traced loss if its replay gives the eager loss on the same random numbers, else ``None`` (after
-        `fall_back` with the reason)."""
+        """The loss traced for the signature of ``batch`` (``tensors``, by ``keys``) if its replay gives the eager
+        loss on the same random numbers, else ``None`` (after `fall_back` with the reason)."""
         module = _Loss(self.objective, model, keys, dataset_size)
         devices = [t.device for t in tensors if t.device.type == "cuda"]
         try:
@@ -128,7 +120,7 @@ class CompiledObjective:
             return None
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            eager = self.objective.loss(model, dict(zip(keys, tensors, strict=True)), dataset_size).detach()
+            eager = self.objective.loss(model, batch, dataset_size).detach()
         if not torch.allclose(replayed, eager, rtol=TOLERANCE, atol=TOLERANCE):
             self.fall_back(f"the traced loss {float(replayed):.6g} differs from the eager loss {float(eager):.6g} on "
                            "the same random numbers (data-dependent control flow, enumeration or Python side effects)")

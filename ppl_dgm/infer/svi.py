@@ -65,8 +65,7 @@ class SVIEngine(Engine):
         self.dequantize = dequantize
         self.compile = compile
         self.loss_fn = make_objective(objective, num_particles, alpha, model)
-        self.compile_reason: str | None = None
-        """Why the training loss runs eagerly (``None`` when it is compiled), set by `prepare`."""
+        self._eager_reason: str | None = None  # why `prepare` left the loss eager
         self.optimizer: torch.optim.Optimizer | None = None
 
     def dequantizes(self, train: dict[str, torch.Tensor]) -> bool:
@@ -92,26 +91,29 @@ class SVIEngine(Engine):
 
     def _compile_loss(self) -> None:
         if self.compile is False:
-            self.compile_reason = "compile=False"
+            self._eager_reason = "compile=False"
         elif not isinstance(self.loss_fn, ELBO | RenyiELBO) and self.compile is None:
-            self.compile_reason = f"{type(self.loss_fn).__name__} is compiled only with compile=True"
+            self._eager_reason = f"{type(self.loss_fn).__name__} is compiled only with compile=True"
         elif type(self).step is not SVIEngine.step and self.compile is None:  # it may read the story's side effects
-            self.compile_reason = f"{type(self).__name__} has its own step; it is compiled only with compile=True"
+            self._eager_reason = f"{type(self).__name__} has its own step; it is compiled only with compile=True"
         elif getattr(self.loss_fn, "elbo", None) is not None:
-            self.compile_reason = "Pyro's ELBOs (enumeration, score-function terms) run eagerly"
+            self._eager_reason = "Pyro's ELBOs (enumeration, score-function terms) run eagerly"
         elif distributed.active():
-            self.compile_reason = "not compiled under torchrun"
+            self._eager_reason = "not compiled under torchrun"
         else:
             self.loss_fn = CompiledObjective(self.loss_fn)
-            self.compile_reason = None
+
+    @property
+    def compile_reason(self) -> str | None:
+        """Why the training loss runs eagerly (``None`` while it is compiled): `prepare`'s choice, or why
+        the compiled loss fell back."""
+        return self.loss_fn.reason if isinstance(self.loss_fn, CompiledObjective) else self._eager_reason
 
     def shuffles(self, dataset_size: int, batch_size: int, validating: bool) -> bool:
         return _check_per_example_guide(self.model, dataset_size, batch_size, validating)
 
     def step(self, batch: dict[str, torch.Tensor], dataset_size: int) -> dict[str, float]:
         loss = self.loss_fn.loss(self.model, batch, dataset_size)
-        if isinstance(self.loss_fn, CompiledObjective):
-            self.compile_reason = self.loss_fn.reason
         return {"loss": self.update(loss, self.optimizer, self.params) / dataset_size}
 
     def validation_loss(self, batch: dict[str, torch.Tensor]) -> float:

@@ -142,12 +142,6 @@ class HMM(Estimator, BaseEstimator):
     def _updates(self) -> str:
         return self._letters if self.params is None else self.params
 
-    def _materialize(self) -> None:
-        """Copy the guide's point (after SVI) into the EM state."""
-        if bool(self.uses_guide_point):
-            with torch.no_grad():
-                self._set_fitted(**{k: v.detach() for k, v in self._current().items()})
-
     def _get(self, name: str) -> torch.Tensor:
         """The state ``name``: the guide's point after SVI, else EM's (or the user's) value; hmmlearn's
         ``AttributeError`` when it was never set."""
