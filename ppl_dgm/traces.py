@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 
 import torch
 from pyro import poutine
-from pyro.distributions import Delta
+from pyro.distributions import Delta, Distribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.util import is_identically_zero
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
@@ -96,15 +97,34 @@ def site_log_probs(trace: Trace, batch_size: int, scaled: bool = False, skip: fr
         log_p = site["fn"].log_prob(site["value"])
         if site["mask"] is not None:
             log_p = log_p * site["mask"]
-        if scaled:
+        if scaled and not _is_number(site["scale"], 1.0):
             log_p = log_p * site["scale"]
         frame = next((f for f in site["cond_indep_stack"] if f.name == DATA), None)
         if frame is None:
-            global_ = global_ + log_p.sum()
-            continue
-        log_p = log_p.movedim(frame.dim, 0)
-        local = local + log_p.reshape(batch_size, -1).sum(-1)
+            global_ = plus(global_, log_p.sum())
+        else:
+            local = plus(local, per_example(log_p, frame.dim, batch_size))
     return local, global_
+
+
+def _is_number(value: Any, number: float) -> bool:
+    """Whether ``value`` is the Python number ``number`` (not a tensor)."""
+    return isinstance(value, int | float) and value == number
+
+
+def plus(total: torch.Tensor | float, term: torch.Tensor | float) -> torch.Tensor | float:
+    """``total + term``, with no tensor operation when either is the number 0 (so that a compiled loss holds no
+    additions of zero)."""
+    if _is_number(total, 0.0):
+        return term
+    return total if _is_number(term, 0.0) else total + term
+
+
+def per_example(value: torch.Tensor, dim: int, batch_size: int) -> torch.Tensor:
+    """``value`` summed over every dimension but the data plate's (``dim``, negative): shape ``(batch_size,)``."""
+    if value.shape == (batch_size,):
+        return value
+    return value.movedim(dim, 0).reshape(batch_size, -1).sum(-1)
 
 
 def rejection_scores(trace: Trace, batch_size: int) -> torch.Tensor | float:
@@ -112,7 +132,7 @@ def rejection_scores(trace: Trace, batch_size: int) -> torch.Tensor | float:
     whose ``score_parts`` reports one (``0.0`` when none does: every ordinary ``rsample``)."""
     total: torch.Tensor | float = 0.0
     for site in trace.nodes.values():
-        if not (is_latent(site) and in_data_plate(site) and site["fn"].has_rsample):
+        if not (is_latent(site) and in_data_plate(site) and site["fn"].has_rsample) or _default_score(site["fn"]):
             continue
         score = site["fn"].score_parts(site["value"]).score_function
         if is_identically_zero(score):
@@ -120,8 +140,16 @@ def rejection_scores(trace: Trace, batch_size: int) -> torch.Tensor | float:
         if site["mask"] is not None:
             score = score * site["mask"]
         frame = next(f for f in site["cond_indep_stack"] if f.name == DATA)
-        total = total + score.movedim(frame.dim, 0).reshape(batch_size, -1).sum(-1)
+        total = plus(total, per_example(score, frame.dim, batch_size))
     return total
+
+
+def _default_score(fn: Any) -> bool:
+    """Whether ``fn.score_parts`` is Pyro's default, whose score function is zero for a reparameterized sampler
+    (so that computing it, a second ``log_prob``, can be skipped). Masked and expanded wrappers pass it through."""
+    while isinstance(fn, MaskedDistribution | ExpandedDistribution):
+        fn = fn.base_dist
+    return type(fn).score_parts is Distribution.score_parts
 
 
 def plate_nesting(trace: Trace) -> int:
@@ -225,7 +253,7 @@ def log_importance_weights(
     proposals = frozenset("enumerated" if name in enumerated else "prior" if name in from_prior else "guide"
                           for name in local_latents)
     return LogWeights(
-        local.expand(rows).reshape(num_particles, n),
+        (local if local.shape == (rows,) else local.expand(rows)).reshape(num_particles, n),
         model_global - guide_global,
         _global_latents(guide_trace),
         tuple(

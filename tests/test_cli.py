@@ -28,6 +28,7 @@ def test_fit_writes_checkpoint_metrics_and_figures(fitted):
         assert (fitted / name).is_file(), name
     metrics = json.loads((fitted / "metrics.json").read_text())
     assert len(metrics["train_loss"]) == 3 and metrics["test"]["kind"] == "estimate"
+    assert "compile_reason" in metrics and metrics["compile_reason"] is None  # the VAE's step ran compiled
     assert (fitted / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 

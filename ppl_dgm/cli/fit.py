@@ -201,7 +201,7 @@ def _metrics(result: Any) -> dict[str, Any]:
         "train_loss": result.train_loss, "val_loss": result.val_loss,
         "history": result.history, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "fit_seconds": result.seconds,
-        "summary": summary,
+        "compile_reason": result.compile_reason, "summary": summary,
     }
 
 

@@ -1,65 +1,76 @@
-"""Compiled training losses: a trace-based objective traced once per input signature and replayed.
+"""Compiled training losses: a trace-based objective recorded once per input signature and replayed.
 
-The loss of a minibatch (model and guide runs, log-densities, the bound) is recorded with
-``torch.jit.trace`` on its first call for each signature (shapes, dtypes and devices of the batch,
-the data-set size) and replayed afterwards, skipping Pyro's Python message passing. Random draws
-are recorded as operators (``aten::normal`` etc.), so every replay draws afresh from the global RNG,
-as Pyro's ``JitTrace_ELBO`` does. A trace is kept only if, on the first batch, its replay gives the
-same loss as the eager run on the same random numbers; otherwise the objective falls back to eager
-evaluation for good, with a one-line `reason`.
+The loss of a minibatch (model and guide runs, log-densities, the bound) is recorded as a graph of ATen
+operators on its first call for each signature (shapes, dtypes and devices of the batch, the data-set size,
+training mode; `ppl_dgm.infer.recording`), and replayed afterwards by TorchScript's interpreter, skipping
+Pyro's Python message passing. Random draws are operators of the graph, so every replay draws afresh from
+the global RNG, in the order the eager loss draws them.
+
+A graph is used in a fit only if, on its first batch, its replay gives the eager loss and gradients on
+the same random numbers; otherwise the objective falls back to eager evaluation for good, with a
+one-line `reason`. Recorded graphs are kept for the process (`RECORDED`), so a later fit of the same story
+with the same shapes (a restart, a grid search) checks and reuses one instead of recording.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import pyro
 import torch
 
-from ppl_dgm import traces
 from ppl_dgm.infer.objectives import Batch, Objective
+from ppl_dgm.infer.recording import NotRecordable, RecordedGraph, Replay, cuda_devices, first_line, named_state, record
 
 TOLERANCE = 1e-5
-"""Relative difference allowed between the replayed and the eager loss on the same random numbers."""
+"""Relative difference allowed between the replayed and the eager loss (and, times 10, gradients) on the same
+random numbers."""
+
+class RecordedGraphs:
+    """The graphs recorded in this process, most recently used last, at most `capacity` of them."""
+
+    capacity = 16
+
+    def __init__(self) -> None:
+        self._graphs: OrderedDict[tuple, RecordedGraph] = OrderedDict()
+
+    def get(self, key: tuple) -> RecordedGraph | None:
+        graph = self._graphs.get(key)
+        if graph is not None:
+            self._graphs.move_to_end(key)
+        return graph
+
+    def put(self, key: tuple, graph: RecordedGraph) -> None:
+        self._graphs[key] = graph
+        self._graphs.move_to_end(key)
+        while len(self._graphs) > self.capacity:
+            self._graphs.popitem(last=False)
+
+    def clear(self) -> None:
+        self._graphs.clear()
 
 
-_TRUSTED = (*(os.path.dirname(module.__file__) + os.sep for module in (torch, pyro)), traces.__file__)
-"""Code whose tensor-to-Python conversions are argument checks or shapes (fixed by the signature), not control flow."""
+RECORDED = RecordedGraphs()
+"""This process's recorded loss graphs."""
 
 
-def _control_flow(records: list[warnings.WarningMessage]) -> str | None:
-    """``file:line`` of the first tensor-to-Python conversion (data-dependent control flow) the tracer saw outside
-    `_TRUSTED` code, or ``None``."""
-    for record in records:
-        if issubclass(record.category, torch.jit.TracerWarning) and "Converting a tensor to a Python" in str(
-                record.message) and not record.filename.startswith(_TRUSTED):
-            return f"{os.path.basename(record.filename)}:{record.lineno}"
-    return None
+def _objective_key(objective: Objective) -> tuple:
+    """What of an objective a recorded graph depends on: its type and settings."""
+    return type(objective), tuple(sorted((k, repr(v)) for k, v in vars(objective).items()))
 
 
-def _first_line(error: BaseException) -> str:
-    """``"Type: first line of the message"`` (some errors have an empty message)."""
-    lines = str(error).splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-class _Loss(torch.nn.Module):
-    """``objective.loss`` as a module of the batch tensors, so that tracing sees the model's parameters."""
-
-    def __init__(self, objective: Objective, model: torch.nn.Module, keys: tuple[str, ...], dataset_size: int) -> None:
-        super().__init__()
-        self.objective, self.model, self.keys, self.dataset_size = objective, model, keys, dataset_size
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.objective.loss(self.model, dict(zip(self.keys, tensors, strict=True)), self.dataset_size)
+def _state_key(model: torch.nn.Module) -> tuple:
+    """What of a model a recorded graph depends on besides its story: the names, shapes, dtypes and devices of
+    its parameters and buffers."""
+    return type(model), tuple((name, tuple(t.shape), t.dtype, t.device, t.requires_grad)
+                              for name, t in named_state(model))
 
 
 class CompiledObjective:
-    """An `Objective` whose training loss is traced once per batch signature and replayed; validation
+    """An `Objective` whose training loss is recorded once per batch signature and replayed; validation
     (no gradients) runs eagerly.
 
     Args:
@@ -70,11 +81,18 @@ class CompiledObjective:
         self.objective = objective
         self.reason: str | None = None
         """Why the objective fell back to eager evaluation (``None`` while compiled)."""
-        self._traced: dict[tuple, torch.jit.ScriptModule] = {}
+        self._replays: dict[tuple, Callable[..., torch.Tensor]] = {}
+
+    def release(self) -> None:
+        """Let the kept graphs drop the model's tensors at the end of a fit (a later call loads them again)."""
+        for replay in self._replays.values():
+            if isinstance(replay, Replay):
+                replay.release()
 
     def fall_back(self, reason: str) -> None:
         """Evaluate eagerly from now on, warning once with ``reason``."""
-        self.reason, self._traced = reason, {}
+        self.release()
+        self.reason, self._replays = reason, {}
         warnings.warn(f"compiled step disabled, running eagerly: {reason}", RuntimeWarning, stacklevel=3)
 
     def loss(self, model: Any, batch: Batch, dataset_size: int) -> torch.Tensor:
@@ -84,48 +102,72 @@ class CompiledObjective:
         keys = tuple(sorted(batch))
         tensors = tuple(batch[k] for k in keys)
         signature = (keys, dataset_size, model.training, *((t.shape, t.dtype, t.device) for t in tensors))
-        traced = self._traced.get(signature)
-        if traced is None:
+        replay = self._replays.get(signature)
+        if replay is None:
             with _buffers_restored(model):  # side effects such as step counters then happen once, in this step
-                traced = self._checked_trace(model, batch, keys, tensors, dataset_size)
-            if traced is None:
+                replay = self._checked_replay(model, batch, keys, tensors, signature)
+            if replay is None:
                 return self.objective.loss(model, batch, dataset_size)
-            self._traced[signature] = traced
+            self._replays[signature] = replay
         try:
-            return traced(*tensors)
+            return replay(*tensors)
         except RuntimeError as error:  # a replay the recorded shapes no longer fit
-            self.fall_back(f"a replay failed ({_first_line(error)})")
+            self.fall_back(f"a replay failed ({first_line(error)})")
             return self.objective.loss(model, batch, dataset_size)
 
-    def _checked_trace(self, model: Any, batch: Batch, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
-                       dataset_size: int) -> torch.jit.ScriptModule | None:
-        """The loss traced for the signature of ``batch`` (``tensors``, by ``keys``) if its replay gives the eager
-        loss on the same random numbers, else ``None`` (after `fall_back` with the reason)."""
-        module = _Loss(self.objective, model, keys, dataset_size)
-        devices = [t.device for t in tensors if t.device.type == "cuda"]
+    def _checked_replay(self, model: Any, batch: Batch, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
+                        signature: tuple) -> Callable[..., torch.Tensor] | None:
+        """A replay of the loss for ``signature`` (a kept graph, else a new recording) whose loss and gradients
+        equal the eager ones on the same random numbers; ``None`` (after `fall_back`) if there is none."""
+        dataset_size = signature[1]
+        key = (_objective_key(self.objective), _state_key(model), signature)
+        kept = RECORDED.get(key)
+        replay = kept.bind(model, tensors) if kept is not None else None
+        if replay is not None and self._disagreement(model, batch, tensors, dataset_size, replay) is None:
+            return replay
         try:
-            with torch.random.fork_rng(devices=devices):
-                seed = int(torch.randint(2**31, ()))
-                with warnings.catch_warnings(record=True) as records:
-                    warnings.simplefilter("always")
-                    traced = torch.jit.trace(module, tensors, check_trace=False)
-                torch.manual_seed(seed)
-                replayed = traced(*tensors).detach()
-        except Exception as error:  # noqa: BLE001 - any story the tracer cannot record runs eagerly
-            self.fall_back(f"the loss could not be traced ({_first_line(error)})")
+            with torch.random.fork_rng(devices=cuda_devices(tensors)):  # a fit draws the same numbers either way
+                recorded = record(self.objective, model, keys, tensors, dataset_size)
+        except NotRecordable as error:
+            self.fall_back(str(error))
             return None
-        where = _control_flow(records)
-        if where is not None:
-            self.fall_back(f"data-dependent control flow at {where} (a tensor turned into a Python value)")
+        replay = recorded.bind(model, tensors)
+        disagreement = self._disagreement(model, batch, tensors, dataset_size, replay)
+        if disagreement is not None:
+            self.fall_back(f"{disagreement} on the same random numbers (data-dependent control flow, enumeration "
+                           "or Python side effects)")
             return None
+        RECORDED.put(key, recorded)
+        return replay
+
+    def _disagreement(self, model: Any, batch: Batch, tensors: tuple[torch.Tensor, ...], dataset_size: int,
+                      replay: Callable[..., torch.Tensor]) -> str | None:
+        """``None`` if ``replay`` gives the eager loss and gradients on the same random numbers, else what differs."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        devices = cuda_devices(tensors)
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            eager = self.objective.loss(model, batch, dataset_size).detach()
-        if not torch.allclose(replayed, eager, rtol=TOLERANCE, atol=TOLERANCE):
-            self.fall_back(f"the traced loss {float(replayed):.6g} differs from the eager loss {float(eager):.6g} on "
-                           "the same random numbers (data-dependent control flow, enumeration or Python side effects)")
-            return None
-        return traced
+            seed = int(torch.randint(2**31, ()))
+        results = []
+        for replayed in (True, False):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                if replayed:
+                    try:
+                        loss = replay(*tensors)
+                    except RuntimeError as error:
+                        return f"the replay failed ({first_line(error)})"
+                else:
+                    loss = self.objective.loss(model, batch, dataset_size)
+                grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+            results.append((loss.detach(), grads))
+        (replayed_loss, replayed_grads), (eager_loss, eager_grads) = results
+        if not torch.allclose(replayed_loss, eager_loss, rtol=TOLERANCE, atol=TOLERANCE):
+            return f"the recorded loss {float(replayed_loss):.6g} differs from the eager loss {float(eager_loss):.6g}"
+        for a, b in zip(replayed_grads, eager_grads, strict=True):
+            scale = float(b.abs().max()) if b.numel() else 0.0
+            if not torch.allclose(a, b, rtol=10 * TOLERANCE, atol=10 * TOLERANCE * scale):
+                return "the recorded loss's gradient differs from the eager one"
+        return None
 
 
 @contextlib.contextmanager

@@ -83,6 +83,10 @@ class Engine:
         for each optimizer step so that non-finite values and gradient clipping are handled the same
         way everywhere."""
 
+    def finish(self) -> None:
+        """Called by the loop when the fit ends (also when it fails): release what the engine needs only while
+        fitting (default: nothing)."""
+
     def shuffles(self, dataset_size: int, batch_size: int, validating: bool) -> bool:
         """Whether the loop shuffles the rows each epoch (default yes); called after `prepare`. An engine
         that needs every row in order (a guide with per-example parameters) says no, or raises a
@@ -129,9 +133,9 @@ class Engine:
             local = loss.detach()
             loss = distributed.reduce_gradients(local, [p.grad for p in params], self.rank_weight)
         grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.stack(torch._foreach_norm(grads)).sum() if grads else torch.zeros((), device=loss.device)
-        value, grad_norm = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()  # one device sync
-        if not (math.isfinite(value) and math.isfinite(grad_norm)):
+        # the loss and its gradients' norms (dtypes promoted), read with one device sync
+        value, *grad_norms = torch.stack([loss.detach(), *(torch._foreach_norm(grads) if grads else ())]).tolist()
+        if not all(map(math.isfinite, (value, *grad_norms))):
             optimizer.zero_grad(set_to_none=True)
             kind = f"{what} gradient" if math.isfinite(value) else what
             raise NonFiniteLossError(f"non-finite {kind}")

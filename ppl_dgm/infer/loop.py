@@ -67,8 +67,9 @@ class FitResult:
 
 
 def rows(batch: dict[str, torch.Tensor], index: torch.Tensor | slice, dequantize: bool) -> dict[str, torch.Tensor]:
-    """The rows ``index`` of every tensor in ``batch``, with ``x`` dequantized (``x + U[0, 1)``) if asked."""
-    picked = {k: v[index] for k, v in batch.items()}
+    """The rows ``index`` of every tensor in ``batch`` (``slice(None)``: all, without indexing), with ``x`` dequantized
+    (``x + U[0, 1)``) if asked."""
+    picked = dict(batch) if index == slice(None) else {k: v[index] for k, v in batch.items()}
     if dequantize:
         picked[X] = add_uniform_noise(picked[X])
     return picked
@@ -130,36 +131,41 @@ def run_loop(engine: Engine, train: dict[str, torch.Tensor] | Rows, val: dict[st
 
     bar = tqdm(range(result.epochs_run, epochs), disable=not (progress and distributed.is_main_process()),
                desc=f"fit ({engine.name})", unit="epoch", leave=False)
-    model.train()
-    with pyro.validation_enabled(False):
-        for epoch in bar:
-            figures = _train_epoch(engine, train, batch_size, epoch, dequantize, shuffle, generator)
-            for name, value in figures.items():
-                result.history.setdefault(name, []).append(value)
-            result.train_loss.append(next(iter(figures.values())))
-            result.epochs_run = epoch + 1
-            previous_best = result.best_val_loss
-            validated = _validate(engine, val, dequantize)
-            if validated is not None:
-                result.val_loss.append(validated)
-            improved = validated is None or validated < (math.inf if previous_best is None else previous_best)
-            if improved:
-                result.best_epoch = epoch
+    try:
+        model.train()
+        with pyro.validation_enabled(False):
+            for epoch in bar:
+                figures = _train_epoch(engine, train, batch_size, epoch, dequantize, shuffle, generator)
+                for name, value in figures.items():
+                    result.history.setdefault(name, []).append(value)
+                result.train_loss.append(next(iter(figures.values())))
+                result.epochs_run = epoch + 1
+                previous_best = result.best_val_loss
+                validated = _validate(engine, val, dequantize)
                 if validated is not None:
-                    best = _snapshot(engine, result)
-            bar.set_postfix(loss=f"{result.train_loss[-1]:.3g}",
-                            **({"val": f"{validated:.3g}"} if validated is not None else {}))
-            if checkpoint_dir is not None and time.perf_counter() - last_saved > checkpoint_every:
-                checkpoint(best if result.val_loss else _snapshot(engine, result))
-            if patience is not None and result.val_loss and epoch - result.best_epoch >= patience:
-                result.stopped_early = True
-                break
-    bar.close()
+                    result.val_loss.append(validated)
+                improved = validated is None or validated < (math.inf if previous_best is None else previous_best)
+                if improved:
+                    result.best_epoch = epoch
+                    if validated is not None:
+                        best = _snapshot(engine, result)
+                bar.set_postfix(loss=f"{result.train_loss[-1]:.3g}",
+                                **({"val": f"{validated:.3g}"} if validated is not None else {}))
+                if checkpoint_dir is not None and time.perf_counter() - last_saved > checkpoint_every:
+                    checkpoint(best if result.val_loss else _snapshot(engine, result))
+                if patience is not None and result.val_loss and epoch - result.best_epoch >= patience:
+                    result.stopped_early = True
+                    break
+    finally:
+        bar.close()
+        engine.finish()
     model.eval()
-    final = best if result.val_loss else _snapshot(engine, result)
-    model.load_state_dict(final["model"])
+    if result.val_loss:
+        model.load_state_dict(best["model"])
+    else:  # the last epoch's weights (an engine's averaged ones, where it keeps them)
+        model.load_state_dict(engine.model_state())
     if checkpoint_dir is not None:
-        checkpoint(final)
+        checkpoint(best if result.val_loss else _snapshot(engine, result))
         distributed.barrier()  # no rank returns before rank 0's files are there
     result.seconds = time.perf_counter() - start
     result.compile_reason = getattr(engine, "compile_reason", None)

@@ -12,7 +12,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from ppl_dgm.sites import DATA, X, context_of
-from ppl_dgm.traces import log_importance_weights
+from ppl_dgm.traces import log_importance_weights, plus
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -57,8 +57,10 @@ class ELBO:
         x = batch[X]
         weights = log_importance_weights(model, x, self.num_particles, context_of(batch), scaled=True)
         _require_reparameterized(weights.not_reparameterized)
-        local = weights.local + weights.local.detach() * score_correction(weights.score)
-        return -(dataset_size / x.shape[0] * local.mean(0).sum() + weights.global_)
+        local = weights.local
+        if isinstance(weights.score, torch.Tensor):
+            local = local + local.detach() * score_correction(weights.score)
+        return -plus(dataset_size / x.shape[0] * local.mean(0).sum(), weights.global_)
 
 
 class RenyiELBO:
@@ -90,7 +92,7 @@ class RenyiELBO:
         correction = score_correction(weights.score)
         if isinstance(correction, torch.Tensor):  # the bound depends on every particle's draw
             bound = bound + bound.detach() * correction.sum(0)
-        return -(dataset_size / x.shape[0] * bound.sum() + weights.global_)
+        return -plus(dataset_size / x.shape[0] * bound.sum(), weights.global_)
 
 
 class _ScaleDataPlate(Messenger):

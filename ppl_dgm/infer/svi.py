@@ -48,9 +48,9 @@ class SVIEngine(Engine):
         alpha: order of the Renyi bound.
         dequantize: fit ``x + u``, ``u ~ U[0, 1)`` drawn afresh for every batch (default: for
             continuous densities on integer-valued data, as ``log_likelihood`` scores them).
-        compile: trace the training loss once per batch shape and replay it (`ppl_dgm.infer.compiled`);
-            ``None`` (default): for the built-in ELBO and Renyi/IWAE bounds. Where the story cannot be traced,
-            the fit runs eagerly and `compile_reason` says why.
+        compile: record the training loss once per batch shape as a graph and replay it
+            (`ppl_dgm.infer.compiled`); ``None`` (default): for the built-in ELBO and Renyi/IWAE bounds. Where the
+            story cannot be recorded, the fit runs eagerly and `compile_reason` says why.
     """
 
     unit = "nats per example"
@@ -108,6 +108,10 @@ class SVIEngine(Engine):
         """Why the training loss runs eagerly (``None`` while it is compiled): `prepare`'s choice, or why
         the compiled loss fell back."""
         return self.loss_fn.reason if isinstance(self.loss_fn, CompiledObjective) else self._eager_reason
+
+    def finish(self) -> None:
+        if isinstance(self.loss_fn, CompiledObjective):
+            self.loss_fn.release()  # the process's kept graphs then hold no tensor of this model
 
     def shuffles(self, dataset_size: int, batch_size: int, validating: bool) -> bool:
         return _check_per_example_guide(self.model, dataset_size, batch_size, validating)
