@@ -6,7 +6,7 @@ same initial weights with the same batch size, epochs, Adam settings and the sam
 estimator; repeats alternate the order of the runners. Prints one line per repeat and the median time
 ratios (ppl_dgm / pure PyTorch) last, and writes JSON.
 
-    python benchmarks/svi_overhead.py [--epochs 20] [--repeats 5] [--device cpu] [--out FILE] [--docs]
+    python benchmarks/svi_overhead.py [--epochs 20] [--repeats 5] [--models NAME ...] [--device cpu] [--out FILE] [--docs]
 
 ``--docs`` writes the table into docs/engines.md (between the ``svi-overhead`` markers).
 """
