@@ -3,10 +3,12 @@
 Two VAEs on the digits training split: the default :class:`ppl_dgm.models.VAE` (categorical pixels) and
 a small MLP VAE (hidden 256, Bernoulli pixels, on the digits binarized at 8). Each runner trains from the
 same initial weights with the same batch size, epochs, Adam settings and the same single-sample ELBO
-estimator; repeats alternate the order of the runners. Prints one line per repeat and the median time
-ratios (ppl_dgm / pure PyTorch) last, and writes JSON.
+estimator; repeats alternate the order of the runners. Prints one line per repeat, then single steps
+timed in interleaved rounds and a compiled fit's one-time costs, and the median time ratios
+(ppl_dgm / pure PyTorch) last, and writes JSON.
 
-    python benchmarks/svi_overhead.py [--epochs 20] [--repeats 5] [--models NAME ...] [--device cpu] [--out FILE] [--docs]
+    python benchmarks/svi_overhead.py [--epochs 20] [--repeats 5] [--models NAME ...] [--device cpu]
+                                      [--out FILE] [--docs]
 
 ``--docs`` writes the table into docs/engines.md (between the ``svi-overhead`` markers).
 """

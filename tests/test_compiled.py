@@ -67,8 +67,8 @@ class Branching(NormalMean):
 
 
 class StopGradient(NormalMean):
-    """The guide's scale is a statistic of its location computed under ``torch.no_grad``: the recorded graph
-    switches grad mode (so it is replayed by Python, not TorchScript)."""
+    """The guide's scale is a statistic of the data around its location computed under ``torch.no_grad``: the
+    recorded graph switches grad mode (so it is replayed by Python, not TorchScript)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,7 +76,7 @@ class StopGradient(NormalMean):
 
     def guide(self, x=None, n=None):
         with torch.no_grad():
-            scale = self.loc.std() + 0.5
+            scale = (x - self.loc).std() + 0.5
         pyro.sample("mu", dist.Normal(self.loc, scale).to_event(1))
 
 
@@ -94,6 +94,42 @@ class CountingBuffer(NormalMean):
         self.runs.add_(1)
         scale = 1.0 + 1.0 / int(self.runs) if self.read else 1.0
         pyro.sample("mu", dist.Normal(self.loc, scale).to_event(1))
+
+
+class MaskedBatch(NormalMean):
+    """The guide's scale is the fraction of rows with a positive first column: a size that depends on the data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(3))
+
+    def guide(self, x=None, n=None):
+        positive = x[x[:, 0] > 0]
+        pyro.sample("mu", dist.Normal(self.loc, 0.5 + positive.shape[0] / x.shape[0]).to_event(1))
+
+
+class ListedBatch(NormalMean):
+    """The guide reads a statistic of the batch into Python with ``tolist``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(3))
+
+    def guide(self, x=None, n=None):
+        spread = x.std(0).tolist()
+        pyro.sample("mu", dist.Normal(self.loc, 0.5 + max(spread)).to_event(1))
+
+
+class PlainTensor(NormalMean):
+    """The guide reads a tensor attribute that is neither a parameter nor a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(3))
+        self.scale = torch.ones(3)
+
+    def guide(self, x=None, n=None):
+        pyro.sample("mu", dist.Normal(self.loc, self.scale).to_event(1))
 
 
 class Tempered(NormalMean):
@@ -297,3 +333,43 @@ def test_a_kept_graph_keeps_no_fitted_model_alive():
     del model
     gc.collect()
     assert parameter() is None
+
+
+@pytest.mark.parametrize("story, what", [(MaskedBatch, "shape"), (ListedBatch, "control flow")])
+def test_values_of_the_batch_read_into_python_fall_back_and_name_the_line(story, what):
+    objective = CompiledObjective(ELBO())
+    with pytest.warns(RuntimeWarning, match=rf"data-dependent {what} at test_compiled.py:\d+"):
+        objective.loss(story(), {X: torch.randn(10, 3)}, 10)
+
+
+def test_a_graph_reading_a_plain_tensor_attribute_is_used_but_not_kept():
+    RECORDED.clear()
+    model = PlainTensor()
+    x = torch.randn(20, 3)
+    result = ppl_dgm.fit(model, x, epochs=1, batch_size=20, patience=None, progress=False)
+    assert result.compile_reason is None and not RECORDED._graphs  # a later model would read this one's tensor
+
+
+def test_a_model_whose_check_fails_is_not_kept_alive():
+    RECORDED.clear()
+    x = torch.randn(20, 3)
+    ppl_dgm.fit(CountingBuffer(), x, epochs=1, batch_size=20, patience=None, progress=False)
+    assert len(RECORDED._graphs) == 1
+    second = CountingBuffer(read=True)  # the kept graph disagrees, and recording refuses int(buffer)
+    with pytest.warns(RuntimeWarning, match="data-dependent control flow"):
+        ppl_dgm.fit(second, x, epochs=1, batch_size=20, patience=None, progress=False)
+    parameter = weakref.ref(second.loc)
+    del second
+    gc.collect()
+    assert parameter() is None
+
+
+def test_a_failing_replay_inside_a_no_grad_block_leaves_gradients_on():
+    model, x = StopGradient(), torch.randn(20, 3)
+    initialize_parameters(model, {X: x})
+    objective = CompiledObjective(ELBO())
+    objective.loss(model, {X: x}, 20)
+    replay = next(iter(objective._replays.values()))
+    with pytest.raises(RuntimeError):
+        replay(torch.randn(20, 4))  # a batch the recorded shapes do not fit
+    assert torch.is_grad_enabled()

@@ -93,3 +93,19 @@ def test_logits_normalized_by_logsumexp_run_as_one_log_softmax():
     torch.testing.assert_close(module(logits, index), loss(logits, index))
     grad, = torch.autograd.grad(module(logits, index), logits)
     torch.testing.assert_close(grad, torch.autograd.grad(loss(logits, index), logits)[0])
+
+
+def test_writes_through_out_are_kept_and_block_identities():
+    state = torch.zeros(3)
+
+    def loss(x):
+        torch.mul(x.detach().mean(0), 1.0, out=state)  # a write into outside state, its result unused
+        y = x * 2
+        copy_of_y = y * 1  # not an identity: y is overwritten below
+        torch.add(x, 5.0, out=y)
+        return copy_of_y.sum() * 100 + y.sum()
+
+    x = torch.ones(2, 3)
+    module = clean(_record(loss, x))
+    state.zero_()
+    assert module(x) == loss(x) and torch.equal(state, torch.ones(3))

@@ -118,27 +118,42 @@ class CompiledObjective:
     def _checked_replay(self, model: Any, batch: Batch, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
                         signature: tuple) -> Callable[..., torch.Tensor] | None:
         """A replay of the loss for ``signature`` (a kept graph, else a new recording) whose loss and gradients
-        equal the eager ones on the same random numbers; ``None`` (after `fall_back`) if there is none."""
+        equal the eager ones on the same random numbers; ``None`` (after `fall_back`) if there is none. A replay
+        that is not returned lets go of the model's tensors, also when the check fails or is interrupted."""
         dataset_size = signature[1]
         key = (_objective_key(self.objective), _state_key(model), signature)
-        kept = RECORDED.get(key)
-        replay = kept.bind(model, tensors) if kept is not None else None
-        if replay is not None and self._disagreement(model, batch, tensors, dataset_size, replay) is None:
-            return replay
+        tried: list[Callable[..., torch.Tensor]] = []
+        chosen = None
         try:
-            with torch.random.fork_rng(devices=cuda_devices(tensors)):  # a fit draws the same numbers either way
-                recorded = record(self.objective, model, keys, tensors, dataset_size)
-        except NotRecordable as error:
-            self.fall_back(str(error))
-            return None
-        replay = recorded.bind(model, tensors)
-        disagreement = self._disagreement(model, batch, tensors, dataset_size, replay)
-        if disagreement is not None:
-            self.fall_back(f"{disagreement} on the same random numbers (data-dependent control flow, enumeration "
-                           "or Python side effects)")
-            return None
-        RECORDED.put(key, recorded)
-        return replay
+            kept = RECORDED.get(key)
+            replay = kept.bind(model, tensors) if kept is not None else None
+            if replay is not None:
+                tried.append(replay)
+                if self._disagreement(model, batch, tensors, dataset_size, replay) is None:
+                    chosen = replay
+                    return chosen
+            try:
+                with torch.random.fork_rng(devices=cuda_devices(tensors)):  # a fit draws the same numbers either way
+                    recorded = record(self.objective, model, keys, tensors, dataset_size)
+            except NotRecordable as error:
+                self.fall_back(str(error))
+                return None
+            replay = recorded.bind(model, tensors)
+            tried.append(replay)
+            disagreement = self._disagreement(model, batch, tensors, dataset_size, replay)
+            if disagreement is not None:
+                self.fall_back(f"{disagreement} on the same random numbers: the story does something a recorded "
+                               "graph cannot repeat (data-dependent control flow, Python side effects, or a custom "
+                               "autograd.Function's backward)")
+                return None
+            if recorded.shareable:
+                RECORDED.put(key, recorded)
+            chosen = replay
+            return chosen
+        finally:
+            for replay in tried:
+                if replay is not chosen and isinstance(replay, Replay):
+                    replay.release()
 
     def _disagreement(self, model: Any, batch: Batch, tensors: tuple[torch.Tensor, ...], dataset_size: int,
                       replay: Callable[..., torch.Tensor]) -> str | None:

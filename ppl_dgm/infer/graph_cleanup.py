@@ -70,15 +70,23 @@ def _alias_root(node: Any) -> Any:
     return node
 
 
+def _written_args(node: fx.Node) -> list:
+    """The arguments ``node`` writes into, passed by position or by keyword (``out=``)."""
+    if not _mutates(node):
+        return []
+    written = []
+    for position, schema in enumerate(node.target._schema.arguments):
+        if schema.alias_info is not None and schema.alias_info.is_write:
+            if position < len(node.args) and not schema.kwarg_only:
+                written.append(node.args[position])
+            elif schema.name in node.kwargs:
+                written.append(node.kwargs[schema.name])
+    return written
+
+
 def _written(graph: fx.Graph) -> set:
     """The tensors (by their alias roots) that some operator of ``graph`` writes into."""
-    written = set()
-    for node in graph.nodes:
-        if _mutates(node):
-            for arg, schema in zip(node.args, node.target._schema.arguments, strict=False):
-                if schema.alias_info is not None and schema.alias_info.is_write:
-                    written.add(_alias_root(arg))
-    return written
+    return {_alias_root(arg) for node in graph.nodes for arg in _written_args(node)}
 
 
 def _identity_input(node: fx.Node, written: set) -> fx.Node | None:
@@ -150,9 +158,8 @@ def _removable(node: fx.Node) -> bool:
         return False
     if not _mutates(node):
         return True
-    written = [arg for arg, schema in zip(node.args, node.target._schema.arguments, strict=False)
-               if schema.alias_info is not None and schema.alias_info.is_write]
-    return all(_fresh(arg) and len(arg.users) == 1 for arg in written)
+    written = _written_args(node)
+    return bool(written) and all(_fresh(arg) and len(arg.users) == 1 for arg in written)
 
 
 def _fresh(node: Any) -> bool:

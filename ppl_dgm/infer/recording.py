@@ -10,8 +10,10 @@ holding one model's tensors at a time.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
+import threading
 import traceback
 import warnings
 import weakref
@@ -22,6 +24,7 @@ import pyro
 import torch
 from torch import fx
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ppl_dgm import traces
@@ -33,6 +36,8 @@ _TRUSTED = (os.path.dirname(pyro.__file__) + os.sep, traces.__file__)
 """Code whose tensor-to-Python conversions are argument checks or shapes (fixed by the signature), not control flow."""
 _CONVERSIONS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.equal.default)
 """ATen operators that turn a tensor into a Python value."""
+_TO_PYTHON = (torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__array__)
+"""Tensor methods that read a tensor's values into Python without an ATen operator."""
 
 
 def first_line(error: BaseException) -> str:
@@ -55,18 +60,50 @@ def _story_frame(frames: list[traceback.FrameSummary], skip_trusted: bool) -> st
     return None
 
 
-class _Conversions(TorchDispatchMode):
-    """While a loss is recorded: where the story first turned a tensor into a Python value (``int(buffer)``,
-    ``if x.sum() > 0``), which a recorded graph would freeze."""
+class _DataDependence:
+    """While a loss is recorded: the first place where the story read the data's values into Python (``int(buffer)``,
+    ``if x.sum() > 0``, ``x.tolist()``) or made a tensor whose size depends on them (``x[x > 0]``, ``nonzero``), which a
+    recorded graph would freeze. Watches both the ATen operators and the tensor methods that bypass them."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.where: str | None = None
+        self.found: str | None = None
+        """``"what at file:line"``, or ``None``."""
+        watch = self
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if self.where is None and func in _CONVERSIONS:
-            self.where = _story_frame(traceback.extract_stack(), skip_trusted=True)
-        return func(*args, **(kwargs or {}))
+        class Operators(TorchDispatchMode):
+            def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+                watch.check(_dependence(func, args))
+                return func(*args, **(kwargs or {}))
+
+        class Methods(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+                if func in _TO_PYTHON:
+                    watch.check("control flow")
+                return func(*args, **(kwargs or {}))
+
+        self.modes = (Operators(), Methods())
+
+    def check(self, what: str | None) -> None:
+        """Note ``what`` (a kind of data dependence) at the story's line, unless PyTorch or Pyro's code did it."""
+        if what is not None and self.found is None:
+            where = _story_frame(traceback.extract_stack(), skip_trusted=True)
+            if where is not None:
+                self.found = f"data-dependent {what} at {where}"
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        with self.modes[0], self.modes[1]:
+            yield
+
+
+def _dependence(func: Any, args: tuple) -> str | None:
+    """What kind of data dependence an ATen call makes, or ``None``."""
+    if func in _CONVERSIONS:
+        return "control flow"
+    if func is torch.ops.aten.index.Tensor:  # integer indices are fine, boolean masks select a data-dependent size
+        masks = [i for i in args[1] if isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)]
+        return "shape" if masks else None
+    return "shape" if torch.Tag.dynamic_output_shape in getattr(func, "tags", ()) else None
 
 
 class _Loss(torch.nn.Module):
@@ -95,10 +132,16 @@ class RecordedGraph:
 
     def __init__(self, graph: fx.Graph, constants: dict[str, torch.Tensor], state: dict[str, str]) -> None:
         self.graph, self.constants, self.state = graph, constants, state
+        self.shareable = all(all(user.target is torch.ops.aten.lift_fresh_copy.default for user in node.users)
+                             for node in graph.nodes if node.op == "get_attr" and node.target in constants)
+        """Whether every constant is a literal the story wrote (``torch.tensor(...)``, copied before use). A graph
+        that reads some other tensor (a plain tensor attribute of the model, ``param.data``) is not kept for later
+        models: they would read this model's tensor."""
         self.interpretable = all(node.op != "call_function" or node.target is operator.getitem
                                  or isinstance(node.target, torch._ops.OpOverload) for node in graph.nodes)
         """Whether TorchScript can run the graph: ATen operators only (no grad-mode switches)."""
         self.script: torch.jit.ScriptModule | None = None
+        self.lock = threading.Lock()
         self.bound: weakref.ref | None = None
         """The `Replay` whose model's tensors `script` holds now."""
 
@@ -120,7 +163,7 @@ class RecordedGraph:
             except Exception:  # noqa: BLE001 - any failure of the interpreter leaves the (slower) Python replay
                 self.interpretable = False
         if not self.interpretable:
-            return self._module(tensors_of_model).forward
+            return _grad_mode_kept(self._module(tensors_of_model).forward)
         replay = Replay(self, tensors_of_model)
         self.load(replay)
         return replay
@@ -146,14 +189,27 @@ class RecordedGraph:
     def unload(self, replay: Replay) -> None:
         """If `script` holds ``replay``'s model's tensors, swap them for empty ones (on the meta device), so that a
         kept graph keeps no model alive."""
-        if self.bound is None or self.bound() is not replay:
-            return
+        with self.lock:
+            if self.bound is not None and self.bound() in (replay, None):  # None: a replay that is gone already
+                self._empty()
+
+    def _empty(self) -> None:
         for attr in self.state:
             tensor = getattr(self.script, attr)
             empty = torch.empty_like(tensor, device="meta")
             setattr(self.script, attr, torch.nn.Parameter(empty, tensor.requires_grad)
                     if isinstance(tensor, torch.nn.Parameter) else empty)
         self.bound = None
+
+
+def _grad_mode_kept(replay: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``replay`` with grad mode put back afterwards, also when it fails inside a recorded ``torch.no_grad`` block."""
+
+    def kept(*tensors: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled()):
+            return replay(*tensors)
+
+    return kept
 
 
 class Replay:
@@ -165,10 +221,11 @@ class Replay:
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         recorded = self.recorded
-        if recorded.bound is None or recorded.bound() is not self:  # another model's fit used the graph meanwhile
-            recorded.load(self)
-        with torch.jit.optimized_execution(False):
-            return recorded.script(*tensors)
+        with recorded.lock:  # one model's tensors in the script from loading to the end of the forward pass
+            if recorded.bound is None or recorded.bound() is not self:  # another model's fit used the graph meanwhile
+                recorded.load(self)
+            with torch.jit.optimized_execution(False):
+                return recorded.script(*tensors)
 
     def release(self) -> None:
         """Let the kept graph drop this model's tensors (a later call loads them again)."""
@@ -194,25 +251,25 @@ def record(objective: Objective, model: torch.nn.Module, keys: tuple[str, ...], 
         NotRecordable: the story turns a tensor into a Python value (data-dependent control flow), or an
             operation cannot be recorded.
     """
-    loss, conversions = _Loss(objective, model, keys, dataset_size), _Conversions()
+    loss, dependence = _Loss(objective, model, keys, dataset_size), _DataDependence()
 
     def watched(*batch: torch.Tensor) -> torch.Tensor:
-        with conversions:
+        with dependence.watching():
             return loss(*batch)
 
     try:
         with pyro.validation_enabled(False):
             module = make_fx(watched, pre_dispatch=True)(*tensors)
+        if dependence.found is None:
+            clean(module)
     except Exception as error:  # noqa: BLE001 - any story the tracer cannot record runs eagerly
         if "value out of a tracing tensor" in str(error):  # make_fx refuses to turn a traced tensor into a number
             where = _story_frame(traceback.extract_tb(error.__traceback__), skip_trusted=False)
             raise NotRecordable(f"data-dependent control flow at {where} (a tensor turned into a Python value)"
                                 ) from None
         raise NotRecordable(f"the loss could not be recorded ({first_line(error)})") from None
-    if conversions.where is not None:
-        raise NotRecordable(f"data-dependent control flow at {conversions.where} (a tensor turned into a Python "
-                            "value)")
-    clean(module)
+    if dependence.found is not None:
+        raise NotRecordable(f"{dependence.found} (a recorded graph would freeze it)")
     names = {id(tensor): name for name, tensor in named_state(model)}
     constants, state = {}, {}
     for node in module.graph.nodes:
