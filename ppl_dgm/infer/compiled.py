@@ -17,17 +17,27 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from ppl_dgm.infer.objectives import Batch, Objective
-from ppl_dgm.infer.recording import NotRecordable, RecordedGraph, Replay, cuda_devices, first_line, named_state, record
+from ppl_dgm.infer.recording import (
+    NotRecordable,
+    PythonReplay,
+    RecordedGraph,
+    Replay,
+    cuda_devices,
+    first_line,
+    named_state,
+    record,
+)
 
 TOLERANCE = 1e-5
 """Relative difference allowed between the replayed and the eager loss (and, times 10, gradients) on the same
 random numbers."""
+
 
 class RecordedGraphs:
     """The graphs recorded in this process, most recently used last, at most `capacity` of them."""
@@ -81,13 +91,12 @@ class CompiledObjective:
         self.objective = objective
         self.reason: str | None = None
         """Why the objective fell back to eager evaluation (``None`` while compiled)."""
-        self._replays: dict[tuple, Callable[..., torch.Tensor]] = {}
+        self._replays: dict[tuple, Replay | PythonReplay] = {}
 
     def release(self) -> None:
         """Let the kept graphs drop the model's tensors at the end of a fit (a later call loads them again)."""
         for replay in self._replays.values():
-            if isinstance(replay, Replay):
-                replay.release()
+            replay.release()
 
     def fall_back(self, reason: str) -> None:
         """Evaluate eagerly from now on, warning once with ``reason``."""
@@ -116,13 +125,13 @@ class CompiledObjective:
             return self.objective.loss(model, batch, dataset_size)
 
     def _checked_replay(self, model: Any, batch: Batch, keys: tuple[str, ...], tensors: tuple[torch.Tensor, ...],
-                        signature: tuple) -> Callable[..., torch.Tensor] | None:
+                        signature: tuple) -> Replay | PythonReplay | None:
         """A replay of the loss for ``signature`` (a kept graph, else a new recording) whose loss and gradients
         equal the eager ones on the same random numbers; ``None`` (after `fall_back`) if there is none. A replay
         that is not returned lets go of the model's tensors, also when the check fails or is interrupted."""
         dataset_size = signature[1]
         key = (_objective_key(self.objective), _state_key(model), signature)
-        tried: list[Callable[..., torch.Tensor]] = []
+        tried: list[Replay | PythonReplay] = []
         chosen = None
         try:
             kept = RECORDED.get(key)
@@ -152,11 +161,11 @@ class CompiledObjective:
             return chosen
         finally:
             for replay in tried:
-                if replay is not chosen and isinstance(replay, Replay):
+                if replay is not chosen:
                     replay.release()
 
     def _disagreement(self, model: Any, batch: Batch, tensors: tuple[torch.Tensor, ...], dataset_size: int,
-                      replay: Callable[..., torch.Tensor]) -> str | None:
+                      replay: Replay | PythonReplay) -> str | None:
         """``None`` if ``replay`` gives the eager loss and gradients on the same random numbers, else what differs."""
         params = [p for p in model.parameters() if p.requires_grad]
         devices = cuda_devices(tensors)

@@ -66,13 +66,9 @@ class FitResult:
         return self.val_loss[self.best_epoch] if self.val_loss and self.best_epoch is not None else None
 
 
-def rows(batch: dict[str, torch.Tensor], index: torch.Tensor | slice, dequantize: bool) -> dict[str, torch.Tensor]:
-    """The rows ``index`` of every tensor in ``batch`` (``slice(None)``: all, without indexing), with ``x`` dequantized
-    (``x + U[0, 1)``) if asked."""
-    picked = dict(batch) if index == slice(None) else {k: v[index] for k, v in batch.items()}
-    if dequantize:
-        picked[X] = add_uniform_noise(picked[X])
-    return picked
+def dequantized(batch: dict[str, torch.Tensor], dequantize: bool) -> dict[str, torch.Tensor]:
+    """A copy of ``batch`` (same tensors) with ``x`` dequantized (``x + U[0, 1)``) if asked."""
+    return {**batch, X: add_uniform_noise(batch[X])} if dequantize else dict(batch)
 
 
 VALIDATION_ROWS = 2**14
@@ -101,7 +97,7 @@ def run_loop(engine: Engine, train: dict[str, torch.Tensor] | Rows, val: dict[st
     head = train.head()
     dequantize = engine.dequantizes(head)
     model.setup(add_uniform_noise(head[X]) if dequantize else head[X], **context_of(head))
-    engine.prepare(rows(head, slice(0, batch_size), dequantize))
+    engine.prepare(dequantized({k: v[:batch_size] for k, v in head.items()}, dequantize))
     distributed.broadcast_module(model)
     shuffle = engine.shuffles(n, batch_size, val is not None)
     if not shuffle and distributed.active():
@@ -186,7 +182,7 @@ def _validate(engine: Engine, val: Rows | None, dequantize: bool) -> float | Non
     try:
         with torch.no_grad():
             if not val.streamed:
-                figure = engine.validation_loss(rows(val.head(), slice(None), dequantize))
+                figure = engine.validation_loss(dequantized(val.head(), dequantize))
                 if figure is None or not distributed.active():
                     return figure
                 summed = distributed.all_reduce_sum(torch.tensor([figure], dtype=torch.float64,
@@ -195,7 +191,7 @@ def _validate(engine: Engine, val: Rows | None, dequantize: bool) -> float | Non
             mine = torch.arange(len(val))[distributed.rank()::distributed.world_size()] if val.indexable else None
             total, count = 0.0, 0
             for chunk in val.chunks(VALIDATION_ROWS, mine):
-                figure = engine.validation_loss(rows(chunk, slice(None), dequantize))
+                figure = engine.validation_loss(dequantized(chunk, dequantize))
                 if figure is None:
                     return None
                 total += figure * chunk[X].shape[0]
@@ -250,7 +246,7 @@ def _train_epoch(engine: Engine, train: Rows, batch_size: int, epoch: int, dequa
     for step, (batch, weight) in enumerate(_batches(train, batch_size, shuffle, generator)):
         engine.rank_weight = weight
         try:
-            figures = engine.step(rows(batch, slice(None), dequantize), len(train))
+            figures = engine.step(dequantized(batch, dequantize), len(train))
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{error} at epoch {epoch + 1}, step {step + 1}; the model keeps the parameters "
                                      "of the last good step") from None

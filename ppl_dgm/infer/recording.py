@@ -17,7 +17,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyro
@@ -101,20 +101,9 @@ def _dependence(func: Any, args: tuple) -> str | None:
     if func in _CONVERSIONS:
         return "control flow"
     if func is torch.ops.aten.index.Tensor:  # integer indices are fine, boolean masks select a data-dependent size
-        masks = [i for i in args[1] if isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)]
-        return "shape" if masks else None
+        masked = any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])
+        return "shape" if masked else None
     return "shape" if torch.Tag.dynamic_output_shape in getattr(func, "tags", ()) else None
-
-
-class _Loss(torch.nn.Module):
-    """``objective.loss`` as a function of the batch tensors."""
-
-    def __init__(self, objective: Objective, model: torch.nn.Module, keys: tuple[str, ...], dataset_size: int) -> None:
-        super().__init__()
-        self.objective, self.model, self.keys, self.dataset_size = objective, model, keys, dataset_size
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.objective.loss(self.model, dict(zip(self.keys, tensors, strict=True)), self.dataset_size)
 
 
 class NotRecordable(Exception):
@@ -145,7 +134,7 @@ class RecordedGraph:
         self.bound: weakref.ref | None = None
         """The `Replay` whose model's tensors `script` holds now."""
 
-    def bind(self, model: torch.nn.Module, tensors: tuple[torch.Tensor, ...]) -> Callable[..., torch.Tensor] | None:
+    def bind(self, model: torch.nn.Module, tensors: tuple[torch.Tensor, ...]) -> Replay | PythonReplay | None:
         """The replay function for ``model``'s own parameters and buffers (``None`` if it lacks one of them), for
         batches like ``tensors``. May run the graph once (random draws and buffer writes included)."""
         own = dict(named_state(model))
@@ -163,10 +152,8 @@ class RecordedGraph:
             except Exception:  # noqa: BLE001 - any failure of the interpreter leaves the (slower) Python replay
                 self.interpretable = False
         if not self.interpretable:
-            return _grad_mode_kept(self._module(tensors_of_model).forward)
-        replay = Replay(self, tensors_of_model)
-        self.load(replay)
-        return replay
+            return PythonReplay(self._module(tensors_of_model))
+        return Replay(self, tensors_of_model)  # its first call loads the model's tensors into `script`
 
     def _module(self, tensors_of_model: dict[str, torch.Tensor]) -> fx.GraphModule:
         """The graph as a module holding the constants and ``tensors_of_model`` (parameters stay parameters)."""
@@ -202,14 +189,19 @@ class RecordedGraph:
         self.bound = None
 
 
-def _grad_mode_kept(replay: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``replay`` with grad mode put back afterwards, also when it fails inside a recorded ``torch.no_grad`` block."""
+class PythonReplay:
+    """A graph replayed by Python, operator by operator: for graphs that switch grad mode, or without TorchScript.
+    Grad mode is put back afterwards, also when a replay fails inside a recorded ``torch.no_grad`` block."""
 
-    def kept(*tensors: torch.Tensor) -> torch.Tensor:
+    def __init__(self, module: fx.GraphModule) -> None:
+        self.module = module
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled()):
-            return replay(*tensors)
+            return self.module.forward(*tensors)
 
-    return kept
+    def release(self) -> None:
+        """Nothing to let go of: the module is this replay's own."""
 
 
 class Replay:
@@ -251,11 +243,11 @@ def record(objective: Objective, model: torch.nn.Module, keys: tuple[str, ...], 
         NotRecordable: the story turns a tensor into a Python value (data-dependent control flow), or an
             operation cannot be recorded.
     """
-    loss, dependence = _Loss(objective, model, keys, dataset_size), _DataDependence()
+    dependence = _DataDependence()
 
     def watched(*batch: torch.Tensor) -> torch.Tensor:
         with dependence.watching():
-            return loss(*batch)
+            return objective.loss(model, dict(zip(keys, batch, strict=True)), dataset_size)
 
     try:
         with pyro.validation_enabled(False):
